@@ -1,0 +1,5 @@
+"""Causal few-step video generation with onestep (Lightning toolkit)."""
+
+from importlib.metadata import version
+
+__version__ = version("onestep-video")
