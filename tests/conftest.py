@@ -9,6 +9,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 import torch
 
+# Tests use tiny models: one thread avoids oversubscribing CI's two cores, where torch's default
+# thread pool makes a 10 ms forward pass take seconds under load.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

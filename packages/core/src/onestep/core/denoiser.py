@@ -194,7 +194,7 @@ class Guided(DenoiserBase):
 
     def __init__(
         self,
-        denoiser: Denoiser,
+        denoiser: DenoiserBase,
         scale: float | tuple[float, float],
         uncond: Any,
         generator: torch.Generator | None = None,

@@ -1,0 +1,168 @@
+"""Helpers for every package's tests: tiny denoisers, analytic teachers, gradient checks.
+
+Importable as ``onestep.core.testing``; nothing here downloads anything or needs a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from onestep.core.data.gmm import GaussianMixture, GMMDenoiser
+from onestep.core.denoiser import Denoiser
+from onestep.core.noise import NoiseProcess, flow
+
+__all__ = [
+    "TinyMLP",
+    "assert_params_changed",
+    "assert_params_unchanged",
+    "gmm_teacher",
+    "grad_of",
+    "snapshot_params",
+    "tiny_denoiser",
+]
+
+
+class TinyMLP(nn.Module):
+    """A small time-conditioned MLP ``net(x, t, cond=None)`` for ``[B, D]`` data.
+
+    ``t`` (``[B]``, any scale) enters through fixed sinusoidal features ``sin(f t), cos(f t)`` with
+    ``time_embed / 2`` frequencies ``f`` spaced geometrically from 1 to 1000 (Vaswani et al. 2017,
+    sec. 3.5), which suits both ``t`` in [0, 1] and diffusers' 0..999 timesteps.
+
+    Args:
+        dim: data dimension ``D``.
+        hidden: width of the two hidden layers.
+        time_embed: size of the time features (even).
+        cond_dim: size of the condition; 0 for an unconditional net. ``cond`` is a float tensor
+            ``[B, cond_dim]`` or long labels ``[B]`` (one-hot encoded; label ``-1`` is the null
+            condition, all zeros). ``cond=None`` on a conditional net also means null.
+    """
+
+    freqs: Tensor  # (time_embed / 2,), buffer
+
+    def __init__(self, dim: int, hidden: int = 64, time_embed: int = 16, cond_dim: int = 0):
+        super().__init__()
+        if time_embed < 2 or time_embed % 2:
+            raise ValueError(f"time_embed must be an even number >= 2, got {time_embed}")
+        self.dim, self.cond_dim = dim, cond_dim
+        freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), time_embed // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.net = nn.Sequential(
+            nn.Linear(dim + time_embed + cond_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, dim),
+        )
+
+    def _cond(self, cond: Tensor | None, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        if cond is None:
+            return x.new_zeros(batch, self.cond_dim)
+        if not cond.is_floating_point():
+            if cond.shape != (batch,) or bool(((cond < -1) | (cond >= self.cond_dim)).any()):
+                raise ValueError(
+                    f"cond labels must be [B] = [{batch}] in -1..{self.cond_dim - 1}, "
+                    f"got shape {tuple(cond.shape)}"
+                )
+            onehot = x.new_zeros(batch, self.cond_dim + 1)
+            # Label -1 lands in the extra last column, which is dropped: the null condition.
+            onehot.scatter_(1, cond.long().reshape(batch, 1) % (self.cond_dim + 1), 1.0)
+            return onehot[:, : self.cond_dim]
+        if cond.shape != (batch, self.cond_dim):
+            raise ValueError(f"cond must be [B, {self.cond_dim}], got {tuple(cond.shape)}")
+        return cond.to(x)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Output of shape ``[B, D]``; ``t`` is ``[B]`` (or a scalar)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"TinyMLP expects x of shape [B, {self.dim}], got {tuple(x.shape)}")
+        t = torch.as_tensor(t, device=x.device).to(x.dtype).reshape(-1).expand(x.shape[0])
+        angle = t[:, None] * self.freqs.to(x)  # (B, time_embed / 2)
+        parts = [x, torch.sin(angle), torch.cos(angle)]
+        if self.cond_dim:
+            parts.append(self._cond(cond, x))
+        elif cond is not None:
+            raise ValueError("this TinyMLP is unconditional (cond_dim=0) but got a cond")
+        return self.net(torch.cat(parts, dim=1))
+
+
+def tiny_denoiser(
+    dim: int,
+    process: NoiseProcess,
+    prediction: str = "x0",
+    hidden: int = 64,
+    cond_dim: int = 0,
+) -> Denoiser:
+    """A :class:`~onestep.core.denoiser.Denoiser` around a :class:`TinyMLP` (time input ``t``)."""
+    return Denoiser(TinyMLP(dim, hidden=hidden, cond_dim=cond_dim), process, prediction)
+
+
+def gmm_teacher(
+    preset: str = "ring", process: NoiseProcess | None = None
+) -> tuple[GaussianMixture, GMMDenoiser]:
+    """A Gaussian mixture and its exact teacher.
+
+    Args:
+        preset: ``"ring"`` (8 modes, radius 2), ``"grid"`` (5x5) or ``"unbalanced"`` (a ring
+            with geometrically falling weights, heaviest / lightest = 10).
+        process: the noise process; default rectified flow (:func:`~onestep.core.noise.flow`).
+    """
+    presets: dict[str, Callable[[], GaussianMixture]] = {
+        "ring": GaussianMixture.ring,
+        "grid": GaussianMixture.grid,
+        "unbalanced": GaussianMixture.unbalanced_ring,
+    }
+    if preset not in presets:
+        raise ValueError(f"unknown GMM preset {preset!r}; use one of {sorted(presets)}")
+    gmm = presets[preset]()
+    return gmm, gmm.denoiser(flow() if process is None else process)
+
+
+def grad_of(loss_fn: Callable[..., Tensor], *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Gradient of ``loss_fn(*tensors).sum()`` w.r.t. each tensor (inputs are not modified).
+
+    The tensors are detached clones with ``requires_grad``; a tensor the loss does not depend on
+    gets a zero gradient.
+    """
+    leaves = tuple(t.detach().clone().requires_grad_(True) for t in tensors)
+    loss = loss_fn(*leaves).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    pairs = zip(leaves, grads, strict=True)
+    return tuple(torch.zeros_like(x) if g is None else g for x, g in pairs)
+
+
+def snapshot_params(module: nn.Module, buffers: bool = True) -> dict[str, Tensor]:
+    """Detached copies of ``module``'s parameters (and buffers), by name."""
+    snap = {f"param:{n}": p.detach().clone() for n, p in module.named_parameters()}
+    if buffers:
+        snap.update({f"buffer:{n}": b.detach().clone() for n, b in module.named_buffers()})
+    return snap
+
+
+def _changed(module: nn.Module, snapshot: dict[str, Tensor]) -> list[str]:
+    buffers = any(k.startswith("buffer:") for k in snapshot)
+    now = snapshot_params(module, buffers=buffers)
+    if now.keys() != snapshot.keys():
+        diff = sorted(now.keys() ^ snapshot.keys())
+        raise AssertionError(f"module structure changed since the snapshot: {diff[:5]}")
+    return [k for k, v in now.items() if not torch.equal(v, snapshot[k])]
+
+
+def assert_params_unchanged(module: nn.Module, snapshot: dict[str, Tensor]) -> None:
+    """Assert every parameter (and buffer) is bit-identical to ``snapshot``."""
+    changed = _changed(module, snapshot)
+    if changed:
+        now = snapshot_params(module)
+        worst = {k: float((now[k].double() - snapshot[k].double()).abs().max()) for k in changed}
+        raise AssertionError(f"{len(changed)} tensors changed (max abs change): {worst}")
+
+
+def assert_params_changed(module: nn.Module, snapshot: dict[str, Tensor]) -> None:
+    """Assert at least one parameter differs from ``snapshot`` (the module did train)."""
+    if not _changed(module, snapshot):
+        raise AssertionError("no parameter changed since the snapshot; was the module updated?")
