@@ -57,6 +57,7 @@ def test_edm_ramp_is_karras_eq5():
 def test_vp_table_matches_diffusers_at_every_training_step():
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear")
     p = noise.vp(sched.alphas_cumprod)
+    assert isinstance(p, noise.VPTable)
     k = torch.arange(1000, dtype=torch.float64)
     t = k / 999
     assert_close(p.alpha(t) ** 2, sched.alphas_cumprod.double())
@@ -73,6 +74,7 @@ def test_vp_preset_tables_equal_diffusers_betas():
             num_train_timesteps=1000, beta_schedule=schedule, beta_start=1e-4, beta_end=0.02
         )
         p = noise.vp(schedule=schedule, beta_start=1e-4, beta_end=0.02)
+        assert isinstance(p, noise.VPTable)
         assert_close(p.alphas_cumprod, sched.alphas_cumprod.double(), rtol=1e-5, atol=1e-7)
 
 

@@ -22,7 +22,7 @@ def test_open3d_writes_and_reads_a_point_cloud(tmp_path):
 
     pts = np.random.default_rng(0).normal(size=(100, 3))
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
-    path = str(tmp_path / "cloud.ply")
+    path = tmp_path / "cloud.ply"
     assert o3d.io.write_point_cloud(path, cloud)
     back = np.asarray(o3d.io.read_point_cloud(path).points)
     np.testing.assert_allclose(back, pts, rtol=1e-6)

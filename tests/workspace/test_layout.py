@@ -37,6 +37,7 @@ def test_onestep_is_a_namespace_spanning_all_members():
     assert onestep.__file__ is None, "onestep must be a PEP 420 namespace package"
     for folder, (_, name) in MEMBERS.items():
         module = importlib.import_module(f"onestep.{name}")
+        assert module.__file__ is not None
         assert Path(module.__file__).is_relative_to(ROOT / "packages" / folder / "src")
 
 

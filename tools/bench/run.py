@@ -72,7 +72,7 @@ def demo_section(command: str, metrics: dict, md: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument(
         "--smoke", action="store_true", help="tiny budgets; does not write BENCHMARKS.md"
     )

@@ -24,7 +24,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "EDM",
+    "Flow",
     "NoiseProcess",
+    "Trig",
+    "VPCosine",
+    "VPTable",
     "append_dims",
     "discrete",
     "edm",
