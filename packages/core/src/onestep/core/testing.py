@@ -19,6 +19,7 @@ __all__ = [
     "TinyMLP",
     "assert_params_changed",
     "assert_params_unchanged",
+    "check_domain_cli",
     "gmm_teacher",
     "grad_of",
     "snapshot_params",
@@ -166,3 +167,28 @@ def assert_params_changed(module: nn.Module, snapshot: dict[str, Tensor]) -> Non
     """Assert at least one parameter differs from ``snapshot`` (the module did train)."""
     if not _changed(module, snapshot):
         raise AssertionError("no parameter changed since the snapshot; was the module updated?")
+
+
+def check_domain_cli(main: Callable[[list[str]], int], dist: str, planned: str, capsys) -> None:
+    """The checks every domain package's console script must pass (``tests/<pkg>/test_cli.py``).
+
+    ``--version`` prints the installed version; ``--help`` lists what exists and what is planned; a
+    planned verb exits with status 2 naming where it is tracked; an unknown verb exits with 2.
+
+    Args:
+        main: the package's ``cli.main``.
+        dist: its distribution name, e.g. ``"onestep-sr"``.
+        planned: the text a planned verb's refusal must contain.
+        capsys: pytest's ``capsys`` fixture.
+    """
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == version(dist)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "available now" in out and "not yet built" in out
+    assert main(["demo"]) == 2
+    assert planned in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    assert "unknown verb" in capsys.readouterr().err
