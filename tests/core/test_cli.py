@@ -111,3 +111,8 @@ def test_fit_rejects_a_bad_argument(tmp_path, monkeypatch, capsys):
         run_lightning(["fit", "--model", "tiny_line.Line", "--model.lr", "fast"])
     assert err.value.code != 0
     assert "lr" in capsys.readouterr().err
+
+
+def test_bench_verb_is_wired(capsys):
+    assert main(["bench", "--help"]) == 0
+    assert "--smoke" in capsys.readouterr().out

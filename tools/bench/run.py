@@ -1,11 +1,12 @@
 """Run the benchmarks and regenerate BENCHMARKS.md.
 
-    uv run python tools/bench/run.py            # full budgets (the numbers in BENCHMARKS.md)
-    uv run python tools/bench/run.py --smoke    # tiny budgets: checks the pipeline, not the figures
+    uv run python tools/bench/run.py              # full budgets (the numbers in BENCHMARKS.md)
+    uv run python tools/bench/run.py --smoke      # CI: small budgets, fails on a regressed figure
+    uv run python tools/bench/run.py --assemble   # rewrite BENCHMARKS.md from runs/bench as it is
 
-Today this runs `onestep demo` (the only benchmark so far); each package's `bench` joins here as it
-lands. Numbers are ratios measured side by side in one run (see the team's MEASURING notes); the
-machine, date and command are written beside every table.
+It runs `onestep demo` and `onestep bench` (core's distillation objectives); each domain package's
+`bench` joins here as it lands. Numbers are ratios measured side by side in one run (see the
+team's MEASURING notes); the machine, date and command are written beside every table.
 """
 
 import argparse
@@ -40,6 +41,22 @@ def run_demo(out: Path, smoke: bool) -> tuple[str, dict]:
     subprocess.run(args, check=True, cwd=ROOT)
     metrics = json.loads((out / "metrics.json").read_text())
     return " ".join(["uv run", *args[:2], "--output", "runs/bench/demo"]), metrics
+
+
+BENCH_ARGS = ["--only", "gmm", "--only", "timing", "--steps", "4000", "--seeds", "0,1,2"]
+
+
+def run_bench(out: Path, smoke: bool) -> int:
+    """`onestep bench`; in smoke mode its exit status 1 means a figure regressed past tolerance."""
+    args = ["onestep", "bench", "--output", str(out), "--threads", "2"]
+    args += ["--smoke"] if smoke else BENCH_ARGS
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+def bench_section(md: str) -> str:
+    """`onestep bench`'s own report, one heading level down."""
+    body = md.replace("\n## ", "\n### ").replace("# onestep bench: ", "## onestep bench: ", 1)
+    return body.strip()
 
 
 def demo_section(command: str, metrics: dict, md: str) -> str:
@@ -77,12 +94,24 @@ def main() -> int:
         "--smoke", action="store_true", help="tiny budgets; does not write BENCHMARKS.md"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument(
+        "--assemble", action="store_true", help="rewrite BENCHMARKS.md from existing outputs"
+    )
     args = parser.parse_args()
     out = args.output / "demo"
-    command, metrics = run_demo(out, args.smoke)
+    if args.assemble:
+        command = "uv run onestep demo --output runs/bench/demo"
+        metrics = json.loads((out / "metrics.json").read_text())
+    else:
+        command, metrics = run_demo(out, args.smoke)
+        status = run_bench(args.output / "dm", args.smoke)
+        if status != 0:
+            print(f"onestep bench exited with {status}", file=sys.stderr)
+            return status
     section = demo_section(command, metrics, (out / "metrics.md").read_text())
+    dm = bench_section((args.output / "dm" / "bench.md").read_text())
     if args.smoke:
-        print(section)
+        print(section + "\n\n" + dm)
         return 0
     header = (
         "# Benchmarks\n\n"
@@ -90,7 +119,10 @@ def main() -> int:
         "`uv run python tools/bench/run.py` regenerates this file. Ratios are measured side by\n"
         "side in one process; absolute CPU times are only comparable within one table.\n"
     )
-    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + section + "\n")
+    notes_file = Path(__file__).with_name("notes.md")
+    notes = notes_file.read_text() if notes_file.exists() else ""
+    text = header + "\n" + section + "\n\n" + dm + "\n" + ("\n" + notes if notes else "")
+    (ROOT / "BENCHMARKS.md").write_text(text)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
     return 0
 

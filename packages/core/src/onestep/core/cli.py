@@ -56,16 +56,17 @@ def _info() -> int:
     print("onestep: one-step generators from multi-step diffusion and flow models\n")
     for dist, ver, summary in _installed():
         print(f"  {dist:<14} {ver:<14} {summary}")
-    print("\nonestep verbs: demo, fit, validate, test, predict, info  (onestep VERB --help)")
+    print("\nonestep verbs: demo, bench, fit, validate, test, predict, info  (onestep VERB --help)")
     return 0
 
 
-USAGE = """usage: onestep {demo,fit,validate,test,predict,info} [options]
+USAGE = """usage: onestep {demo,bench,fit,validate,test,predict,info} [options]
 
 onestep: turn multi-step diffusion / flow models into one-step generators.
 
 verbs:
   demo        distil a digits teacher into a one-step student on CPU (writes samples + metrics)
+  bench       compare the distillation objectives on an exact teacher (--smoke: about a minute)
   fit         train a method from a config: onestep fit --config cfg.yaml (LightningCLI)
   validate    LightningCLI validate
   test        LightningCLI test
@@ -92,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     if verb == "demo":
         return import_module("onestep.core.demo").demo_main(rest)
+    if verb == "bench":
+        return import_module("onestep.core.bench").bench_main(rest)
     if verb in LIGHTNING_VERBS:
         run_lightning([verb, *rest])
         return 0
