@@ -21,6 +21,7 @@ from onestep.core import noise
 from onestep.core.demo.networks import DigitsDenoiserNet
 from onestep.core.demo.teacher import denoising_loss
 from onestep.core.denoiser import Denoiser
+from onestep.core.objectives import dmd_loss
 
 __all__ = ["DMD2Config", "distill", "dmd_gradient_loss", "fake_score_step", "generate"]
 
@@ -43,11 +44,8 @@ def dmd_gradient_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, eps: float = 
         ``[B]``; its gradient with respect to ``x`` is
         ``(x0_fake - x0_real) / mean|x - x0_real|`` per sample (mean over the non-batch dims).
     """
-    dims = tuple(range(1, x.ndim))
-    with torch.no_grad():
-        weight = 1.0 / ((x - x0_real).abs().mean(dim=dims, keepdim=True) + eps)
-        grad = torch.nan_to_num((x0_fake - x0_real) * weight)
-    return 0.5 * (x - (x - grad).detach()).square().sum(dim=dims)
+    # The library's dmd_loss has the same gradient divided by the per-sample element count.
+    return dmd_loss(x, x0_real, x0_fake, eps=eps) * x[0].numel()
 
 
 @dataclass(frozen=True)
