@@ -19,7 +19,6 @@ from diffusers import (
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
     StableDiffusionPipeline,
-    UNet2DConditionModel,
     UNet2DModel,
     UniPCMultistepScheduler,
     WanTransformer3DModel,
@@ -47,6 +46,7 @@ from onestep.core.adapters import (
 from onestep.core.denoiser import Guided
 from onestep.core.lora import add_lora, lora_parameters, merge_lora
 from onestep.core.noise import Flow, VPTable
+from onestep.core.testing import tiny_unet2d_condition
 
 N_STEPS = 50  # short scheduler tables keep the fixtures small
 
@@ -75,21 +75,6 @@ def tiny_unet2d() -> UNet2DModel:
         attention_head_dim=4,
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-
-
-def tiny_unet2d_condition() -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=2,
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     )
 
 

@@ -21,6 +21,7 @@ from onestep.core.lora import (
     resolve_targets,
     save_lora,
 )
+from onestep.core.testing import tiny_unet2d_condition
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,20 +120,7 @@ def test_auto_targets():
 
 
 def test_diffusers_model_goes_through_add_adapter_when_available():
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=2,
-        cross_attention_dim=8,
-        attention_head_dim=2,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
+    unet = tiny_unet2d_condition(channels=2)
     add_lora(unet, rank=2, adapter_name="student")
     assert unet._hf_peft_config_loaded  # diffusers' own bookkeeping, so its LoRA API works
     assert list(unet.peft_config) == ["student"]

@@ -24,6 +24,7 @@ __all__ = [
     "grad_of",
     "snapshot_params",
     "tiny_denoiser",
+    "tiny_unet2d_condition",
 ]
 
 
@@ -192,3 +193,21 @@ def check_domain_cli(main: Callable[[list[str]], int], dist: str, planned: str, 
     assert planned in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
     assert "unknown verb" in capsys.readouterr().err
+
+
+def tiny_unet2d_condition(channels: int = 4, cross_attention_dim: int = 8):
+    """A Stable-Diffusion-layout ``UNet2DConditionModel``, a few thousand parameters, 8x8 input."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=2,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
