@@ -46,7 +46,7 @@ from onestep.core.adapters import (
 from onestep.core.denoiser import Guided
 from onestep.core.lora import add_lora, lora_parameters, merge_lora
 from onestep.core.noise import Flow, VPTable
-from onestep.core.testing import tiny_unet2d_condition
+from onestep.core.testing import tiny_unet2d, tiny_unet2d_condition
 
 N_STEPS = 50  # short scheduler tables keep the fixtures small
 
@@ -62,20 +62,6 @@ def _one_thread():
 
 # ---------------------------------------------------------------------------------------------
 # Tiny builders (a few thousand parameters each)
-
-
-def tiny_unet2d() -> UNet2DModel:
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=2,
-        attention_head_dim=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
 
 
 def tiny_sd3() -> SD3Transformer2DModel:

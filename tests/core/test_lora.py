@@ -21,7 +21,7 @@ from onestep.core.lora import (
     resolve_targets,
     save_lora,
 )
-from onestep.core.testing import tiny_unet2d_condition
+from onestep.core.testing import tiny_unet2d, tiny_unet2d_condition
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,20 +46,7 @@ class MLP(nn.Module):
 
 def tiny_unet(attention: bool = True) -> UNet2DModel:
     torch.manual_seed(0)
-    down = ("DownBlock2D", "AttnDownBlock2D") if attention else ("DownBlock2D", "DownBlock2D")
-    up = ("AttnUpBlock2D", "UpBlock2D") if attention else ("UpBlock2D", "UpBlock2D")
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=2,
-        attention_head_dim=4,
-        down_block_types=down,
-        up_block_types=up,
-        add_attention=attention,
-    )
+    return tiny_unet2d(channels=2, attention=attention)
 
 
 def _unet_out(unet: nn.Module, x: torch.Tensor) -> torch.Tensor:

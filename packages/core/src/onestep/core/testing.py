@@ -24,6 +24,7 @@ __all__ = [
     "grad_of",
     "snapshot_params",
     "tiny_denoiser",
+    "tiny_unet2d",
     "tiny_unet2d_condition",
 ]
 
@@ -210,4 +211,24 @@ def tiny_unet2d_condition(channels: int = 4, cross_attention_dim: int = 8):
         attention_head_dim=2,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    )
+
+
+def tiny_unet2d(channels: int = 3, attention: bool = True):
+    """A DDPM-layout ``UNet2DModel`` of a few thousand parameters (8x8 input)."""
+    from diffusers import UNet2DModel
+
+    down = ("DownBlock2D", "AttnDownBlock2D") if attention else ("DownBlock2D", "DownBlock2D")
+    up = ("AttnUpBlock2D", "UpBlock2D") if attention else ("UpBlock2D", "UpBlock2D")
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=2,
+        attention_head_dim=4,
+        down_block_types=down,
+        up_block_types=up,
+        add_attention=attention,
     )
