@@ -26,6 +26,7 @@ from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.dm_teacher import TeacherGuidance
 from onestep.core.metrics import energy_distance, mode_coverage
 from onestep.core.testing import (
+    cpu_ddp_spawn,
     assert_params_changed,
     assert_params_unchanged,
     gmm_teacher,
@@ -418,7 +419,7 @@ NIT = 3
 
 def _ddp_run(devices: int, sid: bool = False) -> tuple[DistributionMatching, dict]:
     m = _method("sid" if sid else "dmd2")
-    strategy = "ddp_spawn_find_unused_parameters_true" if devices > 1 else "auto"
+    strategy = cpu_ddp_spawn() if devices > 1 else "auto"
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",

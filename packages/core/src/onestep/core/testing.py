@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from onestep.core.data.gmm import GaussianMixture, GMMDenoiser
@@ -231,4 +232,31 @@ def tiny_unet2d(channels: int = 3, attention: bool = True):
         down_block_types=down,
         up_block_types=up,
         add_attention=attention,
+    )
+
+
+
+class ClosingDDP(DDPStrategy):
+    """A DDP strategy that closes its process group when it tears down.
+
+    Lightning destroys the default process group at exit only for NCCL. With gloo, the group's
+    destructor otherwise runs during interpreter shutdown, where it sometimes aborts a spawned
+    worker (``terminate called without an active exception``) after training has finished.
+    Every rank waits at a barrier, then destroys the group itself.
+    """
+
+    def teardown(self) -> None:
+        """Tear down as DDP does, then close the process group."""
+        super().teardown()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+def cpu_ddp_spawn(find_unused_parameters: bool = True) -> ClosingDDP:
+    """A ``ddp_spawn`` strategy on gloo for CPU tests, closing its process group on teardown."""
+    return ClosingDDP(
+        start_method="spawn",
+        process_group_backend="gloo",
+        find_unused_parameters=find_unused_parameters,
     )

@@ -13,6 +13,8 @@ Quality: energy distance to fresh true samples (same count for every row), and m
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from onestep.core import noise
 from onestep.core.bench.divergences import Divergence, get_divergence
@@ -28,6 +31,7 @@ from onestep.core.bench.nets import MLPGenerator, NoisyDiscriminator, build_fake
 from onestep.core.data.gmm import GaussianMixture, GMMDenoiser
 from onestep.core.demo.teacher import denoising_loss
 from onestep.core.denoiser import Denoiser
+from onestep.core.ema import ema_update_
 from onestep.core.metrics import energy_distance, mode_coverage
 
 __all__ = [
@@ -57,6 +61,10 @@ class GMMConfig:
         hidden: width of every network.
         t_min: lowest time of the student's distribution-matching gradient.
         t_max: highest time of the student's distribution-matching gradient.
+        ema: decay of the exponential moving average of the student's weights that is evaluated
+            (DMD2 and SiD report their EMA generator); 0 evaluates the raw student.
+        lr_floor: the learning rates decay on a cosine from their value to this fraction of it
+            over ``steps`` (1 keeps them constant).
         eval_every: student updates between evaluations of the curve.
         n_eval: samples per evaluation (student and true samples alike).
         seed: seed of initialisation, latents, times and noise.
@@ -73,6 +81,8 @@ class GMMConfig:
     hidden: int = 128
     t_min: float = 0.02
     t_max: float = 0.98
+    ema: float = 0.0
+    lr_floor: float = 1.0
     eval_every: int = 500
     n_eval: int = 4000
     seed: int = 0
@@ -154,6 +164,15 @@ class GMMTrainer:
         self.opt_disc = torch.optim.Adam(
             self.discriminator.parameters(), lr=config.lr_fake, betas=(0.5, 0.99)
         )
+        self.ema = copy.deepcopy(self.student).requires_grad_(False) if config.ema > 0 else None
+        self.schedules = (
+            [
+                _cosine(opt, config.steps, config.lr_floor)
+                for opt in (self.opt_student, self.opt_fake, self.opt_disc)
+            ]
+            if config.lr_floor < 1
+            else []
+        )
 
     # -- pieces of one step --------------------------------------------------------------------
 
@@ -210,7 +229,16 @@ class GMMTrainer:
         self.opt_student.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_student.step()
+        if self.ema is not None:
+            ema_update_(self.ema, self.student, self.config.ema)
+        for schedule in self.schedules:
+            schedule.step()
         return loss.detach()
+
+    @property
+    def generator(self) -> nn.Module:
+        """The network that is evaluated: the EMA student when ``config.ema > 0``."""
+        return self.ema if self.ema is not None else self.student
 
     def _predictions(
         self, x: Tensor, t: Tensor, eps: Tensor
@@ -238,9 +266,19 @@ class GMMTrainer:
     @torch.no_grad()
     def evaluate(self, z: Tensor, reference: Tensor) -> tuple[float, int, Tensor, list[float]]:
         """Energy distance to ``reference``, covered modes, the samples and per-mode fractions."""
-        x = self.student(z)
+        x = self.generator(z)
         cover = mode_coverage(x, self.mixture)
         return energy_distance(x, reference), cover.covered, x, cover.fractions.tolist()
+
+
+def _cosine(opt: torch.optim.Optimizer, steps: int, floor: float) -> LambdaLR:
+    """Cosine decay of every learning rate of ``opt`` to ``floor`` times its value at ``steps``."""
+
+    def factor(step: int) -> float:
+        progress = min(step / max(steps, 1), 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(opt, factor)
 
 
 @contextmanager
@@ -284,7 +322,7 @@ def _train(
 ) -> Curve:
     trainer = GMMTrainer(config, mixture_preset(config.mixture))
     curve = Curve(config.objective, config.seed)
-    curve.student = trainer.student
+    curve.student = trainer.generator
     start = time.perf_counter()
     trainer.critic_steps(config.warmup_steps)
     train_s = time.perf_counter() - start
