@@ -26,9 +26,9 @@ from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.dm_teacher import TeacherGuidance
 from onestep.core.metrics import energy_distance, mode_coverage
 from onestep.core.testing import (
-    cpu_ddp_spawn,
     assert_params_changed,
     assert_params_unchanged,
+    cpu_ddp_spawn,
     gmm_teacher,
     snapshot_params,
 )

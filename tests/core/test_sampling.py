@@ -27,6 +27,7 @@ from diffusers import (
 from torch.testing import assert_close
 
 from onestep.core import noise, sampling
+from onestep.core.data.gmm import GaussianMixture
 from onestep.core.denoiser import Denoiser, DenoiserBase
 
 # diffusers' schedulers call np.array on tensors; numpy 2 warns about the copy keyword.
@@ -499,3 +500,43 @@ def test_few_step_two_steps_renoise_with_add_noise(process):
 def test_few_step_rejects_a_zero_start():
     with pytest.raises(ValueError, match="time > 0 to start from"):
         sampling.few_step(FixedStudent(torch.zeros(1, 1), noise.flow()), torch.zeros(1, 1), [0.0])
+
+
+# -- per-sample steps (consistency targets) ------------------------------------------------------
+
+
+def test_ode_step_matches_the_grid_solvers_per_sample():
+    from onestep.core.sampling import ode_step
+
+    process = noise.vp()
+    d = GaussianMixture.ring(8).denoiser(process)
+    x = torch.randn(6, 2)
+    t = torch.tensor([0.9, 0.7, 0.5, 0.9, 0.3, 0.6])
+    s = torch.tensor([0.5, 0.0, 0.4, 0.2, 0.1, 0.6])
+    for solver in ("ddim", "heun"):
+        got = ode_step(d, x, t, s, solver)
+        for i in range(6):
+            if t[i] == s[i]:
+                assert_close(got[i], x[i])
+                continue
+            grid = torch.stack([t[i], s[i]])
+            fn = sampling.ddim if solver == "ddim" else sampling.heun
+            want = fn(d, x[i : i + 1], grid)
+            assert_close(got[i : i + 1], want, rtol=1e-4, atol=1e-5, msg=f"{solver} {i}")
+
+
+def test_ode_solve_converges_to_the_exact_flow():
+    from onestep.core.sampling import ode_solve
+
+    process = noise.vp()
+    d = GaussianMixture.ring(8).denoiser(process)
+    x = torch.randn(64, 2)
+    t, s = torch.full((64,), 0.8), torch.full((64,), 0.1)
+    fine = ode_solve(d, x, t, s, 400, "heun")
+    errs = [(ode_solve(d, x, t, s, n, "ddim") - fine).abs().max() for n in (4, 8, 16)]
+    assert errs[0] > errs[1] > errs[2]
+    assert (ode_solve(d, x, t, s, 16, "heun") - fine).abs().max() < errs[2]
+    with pytest.raises(ValueError, match="steps >= 1"):
+        ode_solve(d, x, t, s, 0)
+    with pytest.raises(ValueError, match="shape"):
+        ode_solve(d, x, t[:3], s, 2)

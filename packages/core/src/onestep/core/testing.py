@@ -18,6 +18,7 @@ from onestep.core.noise import NoiseProcess, flow
 
 __all__ = [
     "TinyMLP",
+    "TwoTimeMLP",
     "assert_params_changed",
     "assert_params_unchanged",
     "check_domain_cli",
@@ -85,6 +86,10 @@ class TinyMLP(nn.Module):
         """Output of shape ``[B, D]``; ``t`` is ``[B]`` (or a scalar)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"TinyMLP expects x of shape [B, {self.dim}], got {tuple(x.shape)}")
+        return self.forward_features(x, t, cond)
+
+    def forward_features(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """:meth:`forward` without the shape check (``x`` may carry extra feature columns)."""
         t = torch.as_tensor(t, device=x.device).to(x.dtype).reshape(-1).expand(x.shape[0])
         angle = t[:, None] * self.freqs.to(x)  # (B, time_embed / 2)
         parts = [x, torch.sin(angle), torch.cos(angle)]
@@ -93,6 +98,38 @@ class TinyMLP(nn.Module):
         elif cond is not None:
             raise ValueError("this TinyMLP is unconditional (cond_dim=0) but got a cond")
         return self.net(torch.cat(parts, dim=1))
+
+
+class TwoTimeMLP(nn.Module):
+    """A small MLP ``net(x, t, s, cond=None)`` of two times, for ``[B, D]`` data.
+
+    For the objectives whose network takes a start and an end time: CTM's ``G(x_t, t, s)`` and
+    MeanFlow's average velocity ``u(z, r, t)``. Each time enters through the same fixed
+    sinusoidal features as :class:`TinyMLP`; everything is smooth, so ``torch.func.jvp`` works.
+
+    Args:
+        dim: data dimension ``D``.
+        hidden: width of the two hidden layers.
+        time_embed: size of each time's features (even).
+        cond_dim: size of the condition, as in :class:`TinyMLP`.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, time_embed: int = 16, cond_dim: int = 0):
+        super().__init__()
+        # One TinyMLP whose "data" is [x, features of s]: its own time input carries t.
+        self.dim = dim
+        self.inner = TinyMLP(dim + time_embed, hidden, time_embed, cond_dim)
+        self.inner.net[-1] = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Output of shape ``[B, D]``; ``t`` and ``s`` are ``[B]`` (or scalars)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"TwoTimeMLP expects x of shape [B, {self.dim}], got {tuple(x.shape)}")
+        s = torch.as_tensor(s, device=x.device).to(x.dtype).reshape(-1).expand(x.shape[0])
+        angle = s[:, None] * self.inner.freqs.to(x)
+        return self.inner.forward_features(
+            torch.cat([x, torch.sin(angle), torch.cos(angle)], dim=1), t, cond
+        )
 
 
 def tiny_denoiser(
@@ -233,7 +270,6 @@ def tiny_unet2d(channels: int = 3, attention: bool = True):
         up_block_types=up,
         add_attention=attention,
     )
-
 
 
 class ClosingDDP(DDPStrategy):

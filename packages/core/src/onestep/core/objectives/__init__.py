@@ -10,6 +10,13 @@ from onestep.core.objectives.adversarial import (
     gan_generator_loss,
     r1_penalty,
 )
+from onestep.core.objectives.distances import (
+    DISTANCES,
+    distance,
+    ict_huber_c,
+    pseudo_huber,
+    squared_l2,
+)
 from onestep.core.objectives.distribution import (
     FDIVERGENCES,
     dmd_loss,
@@ -23,9 +30,11 @@ from onestep.core.objectives.dsm import DSM_WEIGHTS, dsm_loss, dsm_weight, mean_
 from onestep.core.objectives.tdm import tdm_loss, tdm_times
 
 __all__ = [
+    "DISTANCES",
     "DSM_WEIGHTS",
     "FDIVERGENCES",
     "GAN_KINDS",
+    "distance",
     "dmd_loss",
     "dmd_normalizer",
     "dsm_loss",
@@ -33,10 +42,13 @@ __all__ = [
     "fdiv_weight",
     "gan_discriminator_loss",
     "gan_generator_loss",
+    "ict_huber_c",
     "mean_flat",
+    "pseudo_huber",
     "r1_penalty",
     "sid_loss",
     "sim_loss",
+    "squared_l2",
     "tdm_loss",
     "tdm_times",
     "vsd_loss",

@@ -1,7 +1,8 @@
 """Samplers: multi-step teacher ODE solvers, the few-step student sampler, trajectory helpers.
 
 Modules: :mod:`.grid` (time grids), :mod:`.solvers` (Euler/DDIM, Heun, DPM-Solver++(2M), NFE),
-:mod:`.ode` (noise in, samples or whole trajectories out), :mod:`.student` (few-step sampling).
+:mod:`.ode` (noise in, samples or whole trajectories out), :mod:`.step` (one ODE step with a
+start and end time per sample, for consistency targets), :mod:`.student` (few-step sampling).
 
 Samplers are separate from networks (diffusers' rule): each takes any Denoiser-like ``d`` (called
 as ``d(x_t, t, cond) -> x0`` with ``t`` of shape ``[B]``, and carrying ``d.process``) and a
@@ -51,11 +52,13 @@ from onestep.core.sampling.solvers import (
     heun,
     nfe,
 )
+from onestep.core.sampling.step import STEP_SOLVERS, ode_solve, ode_step
 from onestep.core.sampling.student import few_step
 
 __all__ = [
     "SOLVERS",
     "SPACINGS",
+    "STEP_SOLVERS",
     "DenoiserLike",
     "ddim",
     "dpm_solver_pp_2m",
@@ -64,6 +67,8 @@ __all__ = [
     "heun",
     "nfe",
     "ode_pairs",
+    "ode_solve",
+    "ode_step",
     "sample",
     "time_grid",
     "trajectory",
