@@ -43,13 +43,19 @@ def run_demo(out: Path, smoke: bool) -> tuple[str, dict]:
     return " ".join(["uv run", *args[:2], "--output", "runs/bench/demo"]), metrics
 
 
-BENCH_ARGS = ["--only", "gmm", "--only", "timing", "--steps", "4000", "--seeds", "0,1,2"]
+# Each part of `onestep bench` runs in its own process and folder under runs/bench/, so one part
+# can be rerun (--parts) and the file reassembled from the others' outputs.
+BENCH_PARTS: dict[str, list[str]] = {
+    "dm": ["--only", "gmm", "--only", "timing", "--only", "digits", "--seeds", "0,1,2"],
+    "traj": ["--only", "traj", "--seeds", "0,1,2"],
+}
+SMOKE_PARTS: dict[str, list[str]] = {"dm": [], "traj": ["--only", "traj"]}
 
 
-def run_bench(out: Path, smoke: bool) -> int:
+def run_bench(part: str, out: Path, smoke: bool) -> int:
     """`onestep bench`; in smoke mode its exit status 1 means a figure regressed past tolerance."""
     args = ["onestep", "bench", "--output", str(out), "--threads", "2"]
-    args += ["--smoke"] if smoke else BENCH_ARGS
+    args += ["--smoke", *SMOKE_PARTS[part]] if smoke else BENCH_PARTS[part]
     return subprocess.run(args, cwd=ROOT).returncode
 
 
@@ -97,19 +103,32 @@ def main() -> int:
     parser.add_argument(
         "--assemble", action="store_true", help="rewrite BENCHMARKS.md from existing outputs"
     )
+    parser.add_argument(
+        "--parts",
+        default="demo," + ",".join(BENCH_PARTS),
+        help="comma-separated parts to run (demo, dm, traj); the others are reassembled as is",
+    )
     args = parser.parse_args()
+    parts = set() if args.assemble else set(args.parts.split(","))
     out = args.output / "demo"
-    if args.assemble:
-        command = "uv run onestep demo --output runs/bench/demo"
-        metrics = json.loads((out / "metrics.json").read_text())
-    else:
+    command = "uv run onestep demo --output runs/bench/demo"
+    if "demo" in parts:
         command, metrics = run_demo(out, args.smoke)
-        status = run_bench(args.output / "dm", args.smoke)
-        if status != 0:
-            print(f"onestep bench exited with {status}", file=sys.stderr)
-            return status
+    else:
+        metrics = json.loads((out / "metrics.json").read_text())
+    for part in BENCH_PARTS:
+        if part in parts:
+            status = run_bench(part, args.output / part, args.smoke)
+            if status != 0:
+                print(f"onestep bench ({part}) exited with {status}", file=sys.stderr)
+                return status
     section = demo_section(command, metrics, (out / "metrics.md").read_text())
-    dm = bench_section((args.output / "dm" / "bench.md").read_text())
+    benches = [
+        bench_section((args.output / part / "bench.md").read_text())
+        for part in BENCH_PARTS
+        if (args.output / part / "bench.md").exists()
+    ]
+    dm = "\n\n".join(benches)
     if args.smoke:
         print(section + "\n\n" + dm)
         return 0

@@ -20,6 +20,8 @@ SMOKE_TOLERANCES: dict[str, float] = {
     "dmd2_modes_min": 7.0,
     # DMD2 step time / sum of its passes (noisy on a shared CPU, hence 1.5 rather than 1.15)
     "step_overhead_max": 1.5,
+    # trajectory methods after a few hundred updates: energy / the teacher's 1-step energy
+    "traj_over_teacher1_max": 0.5,
     # digits: student FD / teacher 1-step FD (only when digits run in smoke)
     "digits_fd_over_teacher1_max": 1.0,
 }
@@ -32,6 +34,7 @@ FULL_GOALS: dict[str, float] = {
     "step_overhead_max": 1.15,
     "light_recall_gain_min": 0.01,
     "digits_fd_over_teacher4_max": 1.0,
+    "traj_over_teacher4_max": 1.0,
 }
 
 
@@ -98,6 +101,38 @@ def _gmm_checks(gmm: dict, tol: dict[str, float], smoke: bool) -> list[Check]:
     return out
 
 
+def _traj_checks(traj: dict, tol: dict[str, float], smoke: bool) -> list[Check]:
+    t1 = next(t["energy_mean"] for t in traj["teacher"] if t["nfe"] == 1)
+    out = []
+    for r in traj["rows"]:
+        name = f"traj {r['method']} at {r['nfe']} NFE"
+        if smoke:
+            ratio = r["energy_mean"] / t1
+            out.append(
+                Check(
+                    f"{name}: energy / teacher 1-step", ratio, "<=", tol["traj_over_teacher1_max"]
+                )
+            )
+            continue
+        out += [
+            Check(
+                f"{name}: energy / teacher 4-step",
+                r["energy_over_teacher4"],
+                "<=",
+                tol["traj_over_teacher4_max"],
+                gate=False,
+            ),
+            Check(
+                f"{name}: modes (min over seeds)",
+                r["modes_min"],
+                ">=",
+                tol["modes_min"],
+                gate=False,
+            ),
+        ]
+    return out
+
+
 def checks_for(result: dict, smoke: bool, overrides: dict[str, float] | None = None) -> list[Check]:
     """The checks of a result; smoke checks gate the exit code, full-budget goals do not."""
     tol = {**FULL_GOALS, **(SMOKE_TOLERANCES if smoke else {}), **(overrides or {})}
@@ -112,6 +147,8 @@ def checks_for(result: dict, smoke: bool, overrides: dict[str, float] | None = N
                 gate=smoke,
             )
         )
+    if "traj" in result:
+        out += _traj_checks(result["traj"], tol, smoke)
     if "digits" in result:
         rows = result["digits"]["rows"]
         student = fd_of(rows, "student")

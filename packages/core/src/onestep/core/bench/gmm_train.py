@@ -164,6 +164,7 @@ class GMMTrainer:
         self.opt_disc = torch.optim.Adam(
             self.discriminator.parameters(), lr=config.lr_fake, betas=(0.5, 0.99)
         )
+        self._fake_params = list(self.fake_score.parameters())
         self.ema = copy.deepcopy(self.student).requires_grad_(False) if config.ema > 0 else None
         self.schedules = (
             [
@@ -243,22 +244,26 @@ class GMMTrainer:
     def _predictions(
         self, x: Tensor, t: Tensor, eps: Tensor
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Teacher and fake-score ``x0`` at the noised ``x`` (and ``log p/q`` if needed)."""
-        frozen = [self.fake_score, self.discriminator]
-        for net in frozen:
-            net.requires_grad_(False)
+        """Teacher and fake-score ``x0`` at the noised ``x`` (and ``log p/q`` if needed).
+
+        Objectives that differentiate through the score networks' inputs (SiD, SIM) freeze the
+        fake score's weights for the pass; the others run it under ``no_grad`` and need not.
+        """
+        through = self.divergence.through_scores
+        if through:
+            _set_requires_grad(self._fake_params, False)
         try:
-            with torch.set_grad_enabled(self.divergence.through_scores):
+            with torch.set_grad_enabled(through):
                 x_t = self.process.add_noise(x, eps, t)
                 x0_real = self.teacher(x_t, t)
                 x0_fake = self.fake_score(x_t, t)
-            log_ratio = None
-            if self.divergence.needs_ratio:
-                with torch.no_grad():
-                    log_ratio = self.discriminator(x_t.detach(), t)
         finally:
-            for net in frozen:
-                net.requires_grad_(True)
+            if through:
+                _set_requires_grad(self._fake_params, True)
+        log_ratio = None
+        if self.divergence.needs_ratio:
+            with torch.no_grad():
+                log_ratio = self.discriminator(x_t.detach(), t)
         return x0_real, x0_fake, log_ratio
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -269,6 +274,11 @@ class GMMTrainer:
         x = self.generator(z)
         cover = mode_coverage(x, self.mixture)
         return energy_distance(x, reference), cover.covered, x, cover.fractions.tolist()
+
+
+def _set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
 
 
 def _cosine(opt: torch.optim.Optimizer, steps: int, floor: float) -> LambdaLR:

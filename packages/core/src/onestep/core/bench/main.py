@@ -28,11 +28,12 @@ from onestep.core.bench.timing import time_dmd2_step
 
 __all__ = ["PARTS", "SMOKE_GMM", "bench_main", "build_parser"]
 
-PARTS: tuple[str, ...] = ("gmm", "timing", "digits")
+PARTS: tuple[str, ...] = ("gmm", "timing", "digits", "traj")
 SMOKE_PARTS: tuple[str, ...] = ("gmm", "timing")  # digits needs a trained teacher: minutes
 SMOKE_GMM = GMMBudget(
     steps=1500, unbalanced_steps=0, eval_every=500, n_eval=2000, latency_repeats=3
 )
+SMOKE_TRAJ_STEPS = 300  # trajectory trainers' updates per smoke run
 SMOKE_DIGITS = DigitsBudget(
     teacher_steps=300,
     classifier_steps=100,
@@ -78,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``onestep bench`` argument parser (its help is the CLI's help)."""
     p = argparse.ArgumentParser(
         prog="onestep bench",
-        description="Benchmark the distribution-matching objectives (dmd2, vsd, sid, sim, "
+        description="Benchmark the core objectives: distribution matching (dmd2, vsd, sid, sim, "
         "fdiv-js) as one-step students of an exact 2-D mixture teacher and of the digits "
-        "teacher; writes bench.md, bench.json and quality_vs_step.png.",
+        "teacher, and the trajectory family (consistency, flow, CTM, MeanFlow) at 1 and 2 NFE; "
+        "writes bench.md, bench.json, quality_vs_step.png and quality_vs_nfe.png.",
     )
     p.add_argument("--smoke", action="store_true", help="about a minute; fails past tolerances")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=None, help="student updates per 2-D run")
     p.add_argument(
         "--objectives", default=",".join(OBJECTIVES), help="comma-separated 2-D objectives"
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated trajectory methods (default: all of TRAJ_METHODS)",
     )
     p.add_argument(
         "--only",
@@ -155,6 +162,13 @@ def run(args: argparse.Namespace) -> dict:
     if "digits" in parts:
         print("digits: DMD2 student against the teacher's samplers")
         result["digits"] = run_digits(SMOKE_DIGITS if args.smoke else DigitsBudget())
+    if "traj" in parts:
+        from onestep.core.bench.trajectory import TRAJ_METHODS, run_trajectory
+
+        methods = [m for m in (args.methods or ",".join(TRAJ_METHODS)).split(",") if m]
+        steps = SMOKE_TRAJ_STEPS if args.smoke else args.steps
+        n_eval = SMOKE_GMM.n_eval if args.smoke else GMMBudget().n_eval
+        result["traj"] = run_trajectory(methods, seeds, steps=steps, n_eval=n_eval)
     result["machine"] = _machine()
     result["date"] = datetime.date.today().isoformat()
     result["wall_s"] = time.perf_counter() - start
@@ -184,6 +198,10 @@ def bench_main(argv: list[str] | None = None) -> int:
         write_json(args.json, result, checks)
     if "gmm" in result:
         write_plot(args.output / "quality_vs_step.png", result["gmm"])
+    if "traj" in result:
+        from onestep.core.bench.report_traj import write_nfe_plot
+
+        write_nfe_plot(args.output / "quality_vs_nfe.png", result["traj"], result.get("gmm"))
     print(text)
     failed = [c for c in checks if c.gate and not c.passed]
     for c in failed:

@@ -132,7 +132,10 @@ def _digits_table(digits: dict) -> list[str]:
 
 def markdown(result: dict, checks: Sequence[Check], command: str) -> str:
     """The whole report as markdown."""
-    lines = ["# onestep bench: distribution matching", "", f"Command: `{command}`", ""]
+    dm = bool({"gmm", "timing", "digits"} & result.keys())
+    title = "the core objectives" if dm and "traj" in result else "distribution matching"
+    title = title if dm else "consistency, flow and trajectory methods"
+    lines = [f"# onestep bench: {title}", "", f"Command: `{command}`", ""]
     lines.append(
         f"Machine: {result['machine']}; date {result['date']}; wall {result['wall_s']:.0f} s."
     )
@@ -143,6 +146,10 @@ def markdown(result: dict, checks: Sequence[Check], command: str) -> str:
         lines += [*_timing_table(result["timing"]), ""]
     if "digits" in result:
         lines += [*_digits_table(result["digits"]), ""]
+    if "traj" in result:
+        from onestep.core.bench.report_traj import trajectory_table
+
+        lines += [*trajectory_table(result["traj"]), ""]
     lines += ["## Checks", ""] + [f"- {c.line()}" for c in checks]
     return "\n".join(lines) + "\n"
 
