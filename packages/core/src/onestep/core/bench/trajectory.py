@@ -24,7 +24,17 @@ from onestep.core.metrics import energy_distance, mode_coverage
 __all__ = ["TRAJ_METHODS", "TRAJ_NFES", "run_trajectory", "trainer_for"]
 
 # method -> "module:function"; the function is called as fn(method, steps=..., seed=..., log=...).
-TRAJ_METHODS: dict[str, str] = {}
+TRAJ_METHODS: dict[str, str] = {
+    "cd": "traj_consistency:train_consistency",
+    "ct": "traj_consistency:train_consistency",
+    "tscd": "traj_consistency:train_consistency",
+    "scm": "traj_scm:train_scm",
+    "ctm": "traj_ctm:train_ctm",
+    "meanflow": "traj_meanflow:train_meanflow",
+    "reflow": "traj_flow:train_flow",
+    "reflow+distill": "traj_flow:train_flow",
+    "kd": "traj_flow:train_flow",
+}
 TRAJ_NFES: tuple[int, ...] = (1, 2)
 _PKG = "onestep.core.bench."
 
