@@ -10,6 +10,11 @@ from onestep.core.objectives.adversarial import (
     gan_generator_loss,
     r1_penalty,
 )
+
+# The trajectory family lives in its own modules (import from them directly):
+#   consistency (CD / CT / iCT / TSCD), scm (sCM, TrigFlow), ctm, meanflow, flow_matching.
+from onestep.core.objectives.consistency import consistency_loss, consistency_scalings
+from onestep.core.objectives.ctm import ctm_jump, ctm_loss
 from onestep.core.objectives.distances import (
     DISTANCES,
     distance,
@@ -27,6 +32,9 @@ from onestep.core.objectives.distribution import (
     vsd_loss,
 )
 from onestep.core.objectives.dsm import DSM_WEIGHTS, dsm_loss, dsm_weight, mean_flat
+from onestep.core.objectives.flow_matching import distillation_loss, flow_matching_loss
+from onestep.core.objectives.meanflow import meanflow_loss, meanflow_target
+from onestep.core.objectives.scm import scm_loss, scm_tangent
 from onestep.core.objectives.tdm import tdm_loss, tdm_times
 
 __all__ = [
@@ -34,18 +42,28 @@ __all__ = [
     "DSM_WEIGHTS",
     "FDIVERGENCES",
     "GAN_KINDS",
+    "consistency_loss",
+    "consistency_scalings",
+    "ctm_jump",
+    "ctm_loss",
     "distance",
+    "distillation_loss",
     "dmd_loss",
     "dmd_normalizer",
     "dsm_loss",
     "dsm_weight",
     "fdiv_weight",
+    "flow_matching_loss",
     "gan_discriminator_loss",
     "gan_generator_loss",
     "ict_huber_c",
     "mean_flat",
+    "meanflow_loss",
+    "meanflow_target",
     "pseudo_huber",
     "r1_penalty",
+    "scm_loss",
+    "scm_tangent",
     "sid_loss",
     "sim_loss",
     "squared_l2",
