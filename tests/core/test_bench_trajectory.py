@@ -21,7 +21,7 @@ def _teacher_as_method(method, *, steps=None, seed=0, log=None):
 
 def test_scores_match_the_teacher_rows_for_the_teachers_own_sampler(monkeypatch, tmp_path):
     monkeypatch.setattr(trajectory, "trainer_for", lambda m: _teacher_as_method)
-    traj = trajectory.run_trajectory(["euler"], seeds=[0, 1], n_eval=500, nfes=(1, 2, 4), log=str)
+    traj = trajectory.run_trajectory(["euler"], seeds=[0, 1], n_eval=500, nfes=(1, 2, 4), log=print)
     teacher = {t["nfe"]: t for t in traj["teacher"]}
     assert sorted(teacher) == [1, 2, 4, 8, 64]
     for row in traj["rows"]:
