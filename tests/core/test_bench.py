@@ -68,6 +68,8 @@ def test_bad_options_return_2(tmp_path):
     assert bench_main(["--seeds", "a,b"]) == 2
     (tmp_path / "file").write_text("x")
     assert bench_main(["--output", str(tmp_path / "file")]) == 2
+    assert bench_main(["--only", "traj", "--methods", "cd,nope", "--output", str(tmp_path)]) == 2
+    assert not (tmp_path / "bench.md").exists()  # refused before any work
 
 
 def test_full_goals_never_gate_and_smoke_gates_do():
@@ -162,3 +164,28 @@ def test_student_step_moves_only_the_student(objective):
     assert_params_unchanged(trainer.discriminator, frozen["discriminator"])
     assert_params_changed(trainer.student, before)
     assert all(p.requires_grad for p in trainer.fake_score.parameters())
+
+
+def test_cosine_to_floor_schedule():
+    from onestep.core.bench.schedule import cosine_to_floor
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = cosine_to_floor(opt, steps=4, floor=0.1)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    half = 0.1 + 0.9 * 0.5  # the cosine's midpoint at step 2 of 4
+    assert lrs == pytest.approx(
+        [
+            2.0,
+            2.0 * (0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2),
+            2.0 * half,
+            2.0 * (0.1 + 0.9 * (1 - math.cos(math.pi / 4)) / 2),
+            0.2,
+            0.2,
+        ]
+    )
+    with pytest.raises(ValueError, match="floor"):
+        cosine_to_floor(opt, 4, 1.5)

@@ -64,6 +64,22 @@ def test_cd_converges_on_the_exact_teacher():
     assert mode_coverage(x, mixture).covered >= 4
 
 
+def test_ct_converges_without_a_teacher():
+    # Consistency training sees only mixture samples; 1.5k small updates (about 2 s) already move
+    # the one-step map from the untrained ~1.46 to ~0.02 with every mode covered.
+    mixture, _ = ring_teacher()
+    eps = torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
+    true = mixture.sample(2000, torch.Generator().manual_seed(2))
+    small = replace(DEFAULTS["ct"], batch_size=128, hidden=128, eval_ema=0.95, num_scales=32)
+    untrained = energy_distance(
+        train_consistency("ct", steps=1, config=small).generate(eps, 1), true
+    )
+    x = train_consistency("ct", steps=1500, seed=0, config=small).generate(eps, 1)
+    ed = energy_distance(x, true)
+    assert ed < 0.05 and ed < untrained / 20, (ed, untrained)
+    assert mode_coverage(x, mixture).covered >= 6
+
+
 @pytest.mark.slow
 def test_tuned_cd_beats_the_teachers_four_step_sampler():
     mixture, teacher = ring_teacher()

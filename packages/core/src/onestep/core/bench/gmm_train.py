@@ -14,7 +14,6 @@ Quality: energy distance to fresh true samples (same count for every row), and m
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,11 +22,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from onestep.core import noise
 from onestep.core.bench.divergences import Divergence, get_divergence
 from onestep.core.bench.nets import MLPGenerator, NoisyDiscriminator, build_fake_score
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.data.gmm import GaussianMixture, GMMDenoiser
 from onestep.core.demo.teacher import denoising_loss
 from onestep.core.denoiser import Denoiser
@@ -168,7 +167,7 @@ class GMMTrainer:
         self.ema = copy.deepcopy(self.student).requires_grad_(False) if config.ema > 0 else None
         self.schedules = (
             [
-                _cosine(opt, config.steps, config.lr_floor)
+                cosine_to_floor(opt, config.steps, config.lr_floor)
                 for opt in (self.opt_student, self.opt_fake, self.opt_disc)
             ]
             if config.lr_floor < 1
@@ -279,16 +278,6 @@ class GMMTrainer:
 def _set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
-
-
-def _cosine(opt: torch.optim.Optimizer, steps: int, floor: float) -> LambdaLR:
-    """Cosine decay of every learning rate of ``opt`` to ``floor`` times its value at ``steps``."""
-
-    def factor(step: int) -> float:
-        progress = min(step / max(steps, 1), 1.0)
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(opt, factor)
 
 
 @contextmanager

@@ -185,6 +185,16 @@ def bench_main(argv: list[str] | None = None) -> int:
     if args.output.exists() and not args.output.is_dir():
         print(f"onestep bench: --output {args.output} is a file; pass a folder", file=sys.stderr)
         return 2
+    if args.methods is not None:
+        from onestep.core.bench.trajectory import TRAJ_METHODS
+
+        unknown = [m for m in args.methods.split(",") if m and m not in TRAJ_METHODS]
+        if unknown:
+            print(
+                f"onestep bench: unknown --methods {unknown}; use some of {sorted(TRAJ_METHODS)}",
+                file=sys.stderr,
+            )
+            return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = run(args)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from onestep.core.bench.gmm_train import flush_denormals
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.bench.traj_common import TrajResult, ring_teacher
 from onestep.core.denoiser import Denoiser
 from onestep.core.ema import ema_update_
@@ -154,9 +155,7 @@ class _Run:
         self.grid = ConsistencyGrid(self.process, cfg.grid, 0.0, cfg.t_max, cfg.num_scales)
         self.gen = torch.Generator().manual_seed(seed)
         self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * i / cfg.steps))
-        )
+        self.sched = cosine_to_floor(self.opt, cfg.steps, 0.05)
 
     def draw(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``x0``, ``eps`` and ``(t_cur, t_next)`` for step ``k``."""

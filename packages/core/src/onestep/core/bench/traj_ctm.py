@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from onestep.core.bench.gmm_train import flush_denormals
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.bench.traj_common import TrajResult, ring_teacher
 from onestep.core.ema import ema_update_
 from onestep.core.methods.ctm import TrajectoryStudent, ctm_generate
@@ -34,7 +34,7 @@ from onestep.core.noise import flow
 from onestep.core.objectives.ctm import ctm_loss
 from onestep.core.sampling import trajectory
 
-__all__ = ["CTMBenchConfig", "TwoTimeNet", "cosine_schedule", "train_ctm"]
+__all__ = ["CTMBenchConfig", "TwoTimeNet", "train_ctm"]
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,6 @@ class TwoTimeNet(nn.Module):
         """Output ``[B, D]``; ``t``, ``s``: ``[B]``."""
         a, b = t.reshape(-1, 1) * self.freqs, s.reshape(-1, 1) * self.freqs
         return self.net(torch.cat([x, a.sin(), a.cos(), b.sin(), b.cos()], dim=1))
-
-
-def cosine_schedule(opt: torch.optim.Optimizer, steps: int, floor: float) -> LambdaLR:
-    """Cosine decay of the learning rate from 1 to ``floor`` over ``steps``."""
-    return LambdaLR(
-        opt, lambda i: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
-    )
 
 
 def grid_times(nfe: int) -> list[float]:
@@ -193,7 +186,7 @@ def train_ctm(
     student = TrajectoryStudent(TwoTimeNet(2, cfg.hidden, cfg.depth), flow(), "flow")
     target = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    sched = cosine_schedule(opt, cfg.steps, cfg.lr_floor)
+    sched = cosine_to_floor(opt, cfg.steps, cfg.lr_floor)
     with flush_denormals():
         for i in range(cfg.steps):
             loss = _step_loss(student, target, ts, xs, cfg)

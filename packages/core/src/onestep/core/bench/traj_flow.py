@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from onestep.core.bench.gmm_train import flush_denormals
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.bench.traj_common import TrajResult, ring_teacher
 from onestep.core.ema import ema_update_
 from onestep.core.noise import u_shaped
@@ -139,9 +139,7 @@ def _fit(
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     floor = cfg.lr_floor
-    sched = LambdaLR(
-        opt, lambda i: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
-    )
+    sched = cosine_to_floor(opt, steps, floor)
     for _ in range(steps):
         idx = torch.randint(0, cfg.pairs, (cfg.batch_size,))
         loss = loss_fn(idx).mean()

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from onestep.core.bench.gmm_train import flush_denormals
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.bench.traj_common import TrajResult, ring_teacher
-from onestep.core.bench.traj_ctm import TwoTimeNet, cosine_schedule, grid_times
+from onestep.core.bench.traj_ctm import TwoTimeNet, grid_times
 from onestep.core.data.gmm import GMMDenoiser
 from onestep.core.ema import ema_update_
 from onestep.core.methods.meanflow import AverageVelocity, meanflow_generate
@@ -138,7 +139,7 @@ def train_meanflow(
     model = AverageVelocity(TwoTimeNet(2, cfg.hidden, cfg.depth, max_freq=cfg.max_freq))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = cosine_schedule(opt, cfg.steps, cfg.lr_floor)
+    sched = cosine_to_floor(opt, cfg.steps, cfg.lr_floor)
     start = time.perf_counter()
     with flush_denormals():
         for i in range(cfg.steps):

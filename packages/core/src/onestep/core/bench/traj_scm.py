@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.optim.lr_scheduler import LambdaLR
 
 from onestep.core import noise
 from onestep.core.bench.gmm_train import flush_denormals
+from onestep.core.bench.schedule import cosine_to_floor
 from onestep.core.bench.traj_common import TrajResult, ring_teacher
 from onestep.core.data.gmm import GaussianMixture, GMMDenoiser
 from onestep.core.ema import ema_update_
@@ -116,13 +116,6 @@ def few_step_sampler(student: TrigFlowStudent, noise_seed: int = 1234) -> Callab
     return generate
 
 
-def _cosine(steps: int, floor: float) -> Callable[[int], float]:
-    def factor(i: int) -> float:
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1)))
-
-    return factor
-
-
 def _update(
     cfg: SCMConfig,
     student: TrigFlowStudent,
@@ -206,7 +199,7 @@ def train_scm(
     ema = copy.deepcopy(student).requires_grad_(False)
     params = [*student.parameters(), *weight.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
-    sched = LambdaLR(opt, _cosine(n_steps, cfg.lr_floor))
+    sched = cosine_to_floor(opt, n_steps, cfg.lr_floor)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     with flush_denormals():

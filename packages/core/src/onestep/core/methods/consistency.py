@@ -31,6 +31,7 @@ from onestep.core.methods.consistency_function import ConsistencyFunction, consi
 from onestep.core.methods.consistency_grid import ConsistencyGrid
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_random import GlobalBatchRNG
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.objectives import consistency as cm
 from onestep.core.sampling.step import STEP_SOLVERS, ode_step
 
@@ -299,16 +300,11 @@ class ConsistencyDistillation(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher (reloaded from its source); the EMA target stays."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(("teacher.", "guided."))]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher", "guided")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        state = checkpoint["state_dict"]
-        for prefix, module in (("teacher.", self.teacher), ("guided.", self.guided)):
-            if module is not None:
-                state.update({prefix + k: v for k, v in module.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher, guided=self.guided)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the consistency function (EMA target if any) as safetensors."""

@@ -29,6 +29,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.builders import noise_process
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.noise import NoiseProcess, append_dims
 from onestep.core.objectives.ctm import ctm_dsm_loss, ctm_jump, ctm_loss, ctm_mid_time
 from onestep.core.sampling.step import ode_solve
@@ -251,14 +252,11 @@ class ConsistencyTrajectory(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher: it is reloaded from its own source."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        state = checkpoint["state_dict"]
-        state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the EMA target (the network CTM samples with) as safetensors."""

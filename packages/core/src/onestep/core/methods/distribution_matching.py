@@ -33,6 +33,7 @@ from onestep.core.methods.dm_generate import check_times, generate
 from onestep.core.methods.dm_health import grad_norm, per_sample_norm, trainable
 from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.dm_teacher import TeacherGuidance
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.noise import NoiseProcess
 
 __all__ = ["DistributionMatching"]
@@ -370,15 +371,12 @@ class DistributionMatching(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher (reloaded from its source) and keep the draw counter."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher")
         checkpoint["dm_iteration"] = self.iteration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        state = checkpoint["state_dict"]
-        state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher)
         self.iteration = int(checkpoint.get("dm_iteration", 0))
 
     def export_student(self, path: str | Path, **diffusers_kwargs: Any) -> Path:

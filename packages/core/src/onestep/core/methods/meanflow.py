@@ -27,6 +27,7 @@ from onestep.core import noise
 from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.noise import append_dims
 from onestep.core.objectives.meanflow import meanflow_loss, meanflow_target, meanflow_times
 from onestep.core.testing import TwoTimeMLP
@@ -197,15 +198,11 @@ class MeanFlow(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher: it is reloaded from its own source."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        if self.teacher is not None:
-            state = checkpoint["state_dict"]
-            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the EMA model (or the raw one without EMA) as safetensors."""

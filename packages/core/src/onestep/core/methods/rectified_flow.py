@@ -32,6 +32,7 @@ from onestep.core.denoiser import Denoiser
 from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.objectives.distances import squared_l2
 from onestep.core.objectives.flow_matching import (
     distillation_loss,
@@ -245,17 +246,11 @@ class RectifiedFlow(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher and the perceptual net: both are reloaded from their sources."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(("teacher.", "perceptual."))]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher", "perceptual")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher / perceptual weights back so strict loading works."""
-        state = checkpoint["state_dict"]
-        for name in ("teacher", "perceptual"):
-            module = getattr(self, name)
-            if module is not None:
-                state.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher, perceptual=self.perceptual)
 
     def export_student(self, path: str | Path, **diffusers_kwargs: Any) -> Path:
         """Write the EMA student (safetensors, or a diffusers folder for a diffusers student)."""

@@ -28,6 +28,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm, per_sample_norm
 from onestep.core.methods.dm_random import GlobalBatchRNG
+from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.methods.scm_jvp import TrigFlowStudent, trigflow_jvp
 from onestep.core.noise import NoiseProcess, Trig, append_dims
 from onestep.core.objectives.dsm import mean_flat
@@ -240,16 +241,12 @@ class ContinuousConsistency(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher (reloaded from its source) and keep the draw counter."""
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
+        drop_frozen(checkpoint, "teacher")
         checkpoint["scm_iteration"] = self.iteration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        if self.teacher is not None:
-            state = checkpoint["state_dict"]
-            state.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        restore_frozen(checkpoint, teacher=self.teacher)
         self.iteration = int(checkpoint.get("scm_iteration", 0))
 
     def sampler(self) -> TrigFlowStudent:
