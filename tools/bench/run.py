@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -59,6 +60,20 @@ def run_bench(part: str, out: Path, smoke: bool) -> int:
     args = ["onestep", "bench", "--output", str(out), "--threads", "2"]
     args += ["--smoke", *SMOKE_PARTS[part]] if smoke else BENCH_PARTS[part]
     return subprocess.run(args, cwd=ROOT).returncode
+
+
+PLOTS = ROOT / "docs" / "bench"  # committed copies of the plots BENCHMARKS.md shows
+
+
+def plots_of(folder: Path) -> str:
+    """Copy a part's plots next to BENCHMARKS.md's images and return their markdown links."""
+    links = []
+    for png in sorted(folder.glob("*.png")):
+        PLOTS.mkdir(parents=True, exist_ok=True)
+        target = PLOTS / f"{folder.name}_{png.name}"
+        shutil.copyfile(png, target)
+        links.append(f"![{png.stem.replace('_', ' ')}]({target.relative_to(ROOT).as_posix()})")
+    return "\n\n" + "\n\n".join(links) if links else ""
 
 
 def bench_section(md: str) -> str:
@@ -127,6 +142,7 @@ def main() -> int:
     section = demo_section(command, metrics, (out / "metrics.md").read_text())
     benches = [
         bench_section((args.output / part / "bench.md").read_text())
+        + ("" if args.smoke else plots_of(args.output / part))
         for part in BENCH_PARTS
         if (args.output / part / "bench.md").exists()
     ]
