@@ -84,15 +84,14 @@ def test_u_shaped_times_and_pseudo_huber_are_wired():
         time_sampler="u_shaped",
         u_shape_a=3.0,
     )
-    torch.manual_seed(7)
+    # Times come from the module's per-step RNG (seed 0: step k seeds the generator with k).
+    module.rng.reseed(7)
     t = module.sample_t(1000, torch.device("cpu"))
-    torch.manual_seed(7)
-    assert_close(t, noise.u_shaped(1000, a=3.0))
+    assert_close(t, noise.u_shaped(1000, a=3.0, generator=torch.Generator().manual_seed(7)))
     z, x0 = torch.randn(16, 2), torch.randn(16, 2)
-    torch.manual_seed(8)
+    module.rng.reseed(8)
     got = module.flow_loss(z, x0, None)
-    torch.manual_seed(8)
-    t = noise.u_shaped(16, a=3.0)
+    t = noise.u_shaped(16, a=3.0, generator=torch.Generator().manual_seed(8))
     v = student.net(straight_interpolation(x0, z, t), t)
     assert_close(got, flow_matching_loss(v, x0, z, metric="pseudo_huber", c=0.05))
 
@@ -212,10 +211,9 @@ def test_perceptual_module_makes_the_lpips_huber_loss():
     student = _student()
     module = RectifiedFlow(student, mode="reflow", perceptual=_L1(), huber_c=0.1)
     z, x0 = torch.randn(16, 2), torch.randn(16, 2)
-    torch.manual_seed(3)
+    module.rng.reseed(3)  # the module's per-step RNG (seed 0: step 3 seeds it with 3)
     got = module.flow_loss(z, x0, None)
-    torch.manual_seed(3)
-    t = noise.uniform(16)
+    t = noise.uniform(16, generator=torch.Generator().manual_seed(3))
     v = student.net(straight_interpolation(x0, z, t), t)
     assert_close(got, lpips_huber_loss(v, x0, z, t, _L1(), 0.1))
     distill = RectifiedFlow(student, mode="distill", perceptual=_L1())

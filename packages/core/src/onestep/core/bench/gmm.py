@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from onestep.core.bench.gmm_train import Curve, GMMConfig, mixture_preset, train_student
+from onestep.core.bench.parallel import map_runs
 from onestep.core.data.gmm import GaussianMixture
 from onestep.core.demo.evaluate import median_latency_ms
 from onestep.core.metrics import energy_distance, mode_coverage
@@ -56,17 +57,21 @@ class GMMBudget:
         batch_size: student batch.
         fake_steps: fake-score updates per student update.
         warmup_steps: fake-score updates before the first student update.
+        ema: decay of the student EMA that is evaluated (0: the raw student).
+        lr_floor: every learning rate decays on a cosine to this fraction of itself.
         latency_batch: samples per timed generator call.
         latency_repeats: interleaved timing rounds (median reported).
     """
 
-    steps: int = 6000
-    unbalanced_steps: int = 6000
+    steps: int = 8000
+    unbalanced_steps: int = 8000
     eval_every: int = 500
     n_eval: int = 4000
     batch_size: int = 512
     fake_steps: int = 2
     warmup_steps: int = 200
+    ema: float = 0.99
+    lr_floor: float = 0.1
     latency_batch: int = 4000
     latency_repeats: int = 7
 
@@ -80,6 +85,8 @@ class GMMBudget:
             batch_size=self.batch_size,
             fake_steps=self.fake_steps,
             warmup_steps=self.warmup_steps,
+            ema=self.ema,
+            lr_floor=self.lr_floor,
             eval_every=min(self.eval_every, steps),
             n_eval=self.n_eval,
             seed=seed,
@@ -186,26 +193,31 @@ def _train_all(
     budget: GMMBudget,
     mixture_name: str,
     log: Callable[[str], None],
+    jobs: int = 1,
 ) -> tuple[dict[str, list[Curve]], list[dict], list[tuple[Tensor, Tensor]]]:
     mixture = mixture_preset(mixture_name)
     sets = [eval_set(mixture, budget.n_eval, s) for s in seeds]
     teachers = [teacher_baselines(mixture, z, ref) for z, ref in sets]
+    calls = [
+        (budget.config(objective, seed, mixture_name), z, ref)
+        for objective in objectives
+        for seed, (z, ref) in zip(seeds, sets, strict=True)
+    ]
     curves: dict[str, list[Curve]] = {}
-    for objective in objectives:
-        for seed, (z, ref) in zip(seeds, sets, strict=True):
-            cfg = budget.config(objective, seed, mixture_name)
-            curve = train_student(cfg, z, ref)
-            curves.setdefault(objective, []).append(curve)
-            log(
-                f"  {mixture_name} {objective} seed {seed}: energy {curve.final.energy:.4f}, "
-                f"modes {curve.final.modes}/{mixture.n_modes}, {curve.final.train_s:.1f} s"
-            )
+    for (cfg, _, _), curve in zip(calls, map_runs(train_student, calls, jobs), strict=True):
+        curves.setdefault(cfg.objective, []).append(curve)
+        log(
+            f"  {mixture_name} {cfg.objective} seed {cfg.seed}: energy {curve.final.energy:.4f}, "
+            f"modes {curve.final.modes}/{mixture.n_modes}, {curve.final.train_s:.1f} s"
+        )
     return curves, teachers, sets
 
 
-def _unbalanced(seeds: Sequence[int], budget: GMMBudget, log: Callable[[str], None]) -> list[dict]:
+def _unbalanced(
+    seeds: Sequence[int], budget: GMMBudget, log: Callable[[str], None], jobs: int = 1
+) -> list[dict]:
     mixture = mixture_preset("unbalanced")
-    curves, _, _ = _train_all(UNBALANCED_OBJECTIVES, seeds, budget, "unbalanced", log)
+    curves, _, _ = _train_all(UNBALANCED_OBJECTIVES, seeds, budget, "unbalanced", log, jobs)
     rows = []
     for objective, runs in curves.items():
         recall = [light_mode_recall(c.fractions, mixture.weights) for c in runs]
@@ -230,10 +242,15 @@ def run_gmm(
     seeds: Sequence[int] = (0, 1, 2),
     objectives: Sequence[str] = OBJECTIVES,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> dict:
-    """Run the 2-D benchmark; returns a JSON-ready dict (rows, teacher rows, unbalanced rows)."""
+    """Run the 2-D benchmark; returns a JSON-ready dict (rows, teacher rows, unbalanced rows).
+
+    ``jobs`` > 1 trains that many runs at once, each in its own single-threaded process
+    (:func:`~onestep.core.bench.parallel.map_runs`); the latencies are measured afterwards here.
+    """
     log(f"gmm: {len(objectives)} objectives x {len(seeds)} seeds, {budget.steps} steps each")
-    curves, teachers, sets = _train_all(objectives, seeds, budget, "ring", log)
+    curves, teachers, sets = _train_all(objectives, seeds, budget, "ring", log, jobs)
     rows = [_summarize(o, runs, teachers) for o, runs in curves.items()]
     mixture = mixture_preset("ring")
     z_lat = sets[0][0][: budget.latency_batch]
@@ -252,7 +269,7 @@ def run_gmm(
                 "modes_min": min(int(tb[n]["modes"]) for tb in teachers),
             }
         )
-    unbalanced = _unbalanced(seeds, budget, log) if budget.unbalanced_steps > 0 else []
+    unbalanced = _unbalanced(seeds, budget, log, jobs) if budget.unbalanced_steps > 0 else []
     return {
         "budget": asdict(budget),
         "seeds": list(seeds),

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)"
     )
     p.add_argument(
+        "--jobs",
+        type=_positive,
+        default=1,
+        help="training runs at once, each a single-threaded process (2-D and trajectory parts)",
+    )
+    p.add_argument(
         "--tolerance",
         type=_tolerance,
         action="append",
@@ -147,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {"smoke": args.smoke, "parts": list(parts)}
     if "gmm" in parts:
         objectives = [o for o in args.objectives.split(",") if o]
-        result["gmm"] = run_gmm(_gmm_budget(args), seeds, objectives)
+        result["gmm"] = run_gmm(_gmm_budget(args), seeds, objectives, jobs=args.jobs)
     if "timing" in parts:
         print("timing: DMD2 step against the sum of its passes")
         cfg = GMMConfig(batch_size=(SMOKE_GMM if args.smoke else GMMBudget()).batch_size)
@@ -168,8 +174,8 @@ def run(args: argparse.Namespace) -> dict:
         methods = [m for m in (args.methods or ",".join(TRAJ_METHODS)).split(",") if m]
         steps = SMOKE_TRAJ_STEPS if args.smoke else args.steps
         n_eval = SMOKE_GMM.n_eval if args.smoke else GMMBudget().n_eval
-        result["traj"] = run_trajectory(methods, seeds, steps=steps, n_eval=n_eval)
-    result["machine"] = _machine()
+        result["traj"] = run_trajectory(methods, seeds, steps=steps, n_eval=n_eval, jobs=args.jobs)
+    result["machine"] = _machine() + (f", {args.jobs} runs at once" if args.jobs > 1 else "")
     result["date"] = datetime.date.today().isoformat()
     result["wall_s"] = time.perf_counter() - start
     return result

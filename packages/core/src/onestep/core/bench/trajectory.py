@@ -18,10 +18,11 @@ import torch
 
 from onestep.core.bench.gmm import _mean_std, _ratio, eval_set, teacher_baselines
 from onestep.core.bench.gmm_train import flush_denormals, mixture_preset
+from onestep.core.bench.parallel import map_runs
 from onestep.core.bench.traj_common import TrajResult
 from onestep.core.metrics import energy_distance, mode_coverage
 
-__all__ = ["TRAJ_METHODS", "TRAJ_NFES", "run_trajectory", "trainer_for"]
+__all__ = ["TRAJ_METHODS", "TRAJ_NFES", "run_trajectory", "train_and_score", "trainer_for"]
 
 # method -> "module:function"; the function is called as fn(method, steps=..., seed=..., log=...).
 TRAJ_METHODS: dict[str, str] = {
@@ -80,6 +81,22 @@ def _row(method: str, nfe: int, runs: list[dict], teachers: list[dict], train_s:
     }
 
 
+def train_and_score(
+    method: str,
+    steps: int | None,
+    seed: int,
+    z: torch.Tensor,
+    reference: torch.Tensor,
+    nfes: Sequence[int],
+) -> tuple[dict, float, int, str]:
+    """Train ``method`` on ``seed`` and score it; ``(scores, train_s, steps, notes)``.
+
+    Module-level and returning plain data, so it can run in a worker process.
+    """
+    result = trainer_for(method)(method, steps=steps, seed=seed, log=None)
+    return _score(result, z, reference, nfes), result.train_s, result.steps, result.notes
+
+
 def run_trajectory(
     methods: Sequence[str],
     seeds: Sequence[int] = (0, 1, 2),
@@ -87,6 +104,7 @@ def run_trajectory(
     n_eval: int = 4000,
     nfes: Sequence[int] = TRAJ_NFES,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> dict:
     """Train every method on every seed and score it at each NFE; JSON-ready dict.
 
@@ -97,29 +115,33 @@ def run_trajectory(
         n_eval: samples per evaluation, for methods and teacher alike.
         nfes: network evaluations to score each method at.
         log: progress output.
+        jobs: runs trained at once, each in its own single-threaded process.
     """
     mixture = mixture_preset("ring")
     sets = [eval_set(mixture, n_eval, s) for s in seeds]
     teachers = [teacher_baselines(mixture, z, ref) for z, ref in sets]
     rows, notes = [], {}
     log(f"trajectory: {len(methods)} methods x {len(seeds)} seeds at NFE {list(nfes)}")
-    for method in methods:
-        train = trainer_for(method)
-        runs, times = [], []
-        for seed, (z, ref) in zip(seeds, sets, strict=True):
-            result = train(method, steps=steps, seed=seed, log=None)
-            scores = _score(result, z, ref, nfes)
-            runs.append(scores)
-            times.append(result.train_s)
-            notes[method] = result.notes
-            log(
-                f"  {method} seed {seed}: "
-                + ", ".join(
-                    f"{n} NFE {scores[n]['energy']:.4f} ({scores[n]['modes']}/8)" for n in nfes
-                )
-                + f", {result.train_s:.1f} s, {result.steps} steps"
-            )
-        rows += [_row(method, n, runs, teachers, statistics.fmean(times)) for n in nfes]
+    calls = [
+        (method, steps, seed, z, ref, tuple(nfes))
+        for method in methods
+        for seed, (z, ref) in zip(seeds, sets, strict=True)
+    ]
+    by_method: dict[str, list[tuple[dict, float]]] = {}
+    for (method, _, seed, *_), (scores, train_s, n_steps, note) in zip(
+        calls, map_runs(train_and_score, calls, jobs), strict=True
+    ):
+        by_method.setdefault(method, []).append((scores, train_s))
+        notes[method] = note
+        log(
+            f"  {method} seed {seed}: "
+            + ", ".join(f"{n} NFE {scores[n]['energy']:.4f} ({scores[n]['modes']}/8)" for n in nfes)
+            + f", {train_s:.1f} s, {n_steps} steps"
+        )
+    for method, results in by_method.items():
+        runs = [scores for scores, _ in results]
+        train_s = statistics.fmean(t for _, t in results)
+        rows += [_row(method, n, runs, teachers, train_s) for n in nfes]
     teacher_rows = [
         {
             "nfe": n,

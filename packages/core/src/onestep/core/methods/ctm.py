@@ -29,6 +29,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.builders import noise_process
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.noise import NoiseProcess, append_dims
 from onestep.core.objectives.ctm import ctm_dsm_loss, ctm_jump, ctm_loss, ctm_mid_time
@@ -148,6 +149,8 @@ class ConsistencyTrajectory(L.LightningModule):
         lr: Adam learning rate.
         betas: Adam betas.
         grad_clip: clip the gradient norm to this (``None``: no clipping).
+        seed: seed of the per-step draws (times, noise), reseeded by ``(seed, global_step)``
+            and sliced per rank (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
         export_path: if set, :meth:`export_student` writes here when training ends.
     """
 
@@ -167,6 +170,7 @@ class ConsistencyTrajectory(L.LightningModule):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.99),
         grad_clip: float | None = None,
+        seed: int = 0,
         export_path: str | None = None,
     ):
         super().__init__()
@@ -183,6 +187,7 @@ class ConsistencyTrajectory(L.LightningModule):
         # Frozen here, once: the teacher is the fixed target and never trains (no grad, eval mode).
         self.teacher = teacher.requires_grad_(False).eval()
         self.process = student.process
+        self.rng = GlobalBatchRNG(seed)
 
     def train(self, mode: bool = True) -> ConsistencyTrajectory:
         """Switch the student to ``mode``; teacher and target stay in eval mode."""
@@ -193,11 +198,13 @@ class ConsistencyTrajectory(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """One CTM update: soft consistency matching + DSM, then the EMA target (Alg. 1)."""
+        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
+        self.rng.reseed(self.global_step)
         if "x0" not in batch:
             raise ValueError("CTM trains on data: batches need 'x0' (NoiseDataModule(real=...))")
         x0, cond = batch["x0"], batch.get("cond")
-        t, s, u = self.sample_times(x0.shape[0], x0)
-        x_t = self.process.add_noise(x0, torch.randn_like(x0), t)
+        t, s, u, eps = self.draws(x0)
+        x_t = self.process.add_noise(x0, eps, t)
         ctm = self.consistency_loss(x_t, t, s, u, cond).mean()
         loss, logs = ctm, {"loss/ctm": ctm.detach()}
         if self.hparams["dsm_weight"] > 0:
@@ -212,13 +219,25 @@ class ConsistencyTrajectory(L.LightningModule):
         ema_update_(self.target, self.student, self.hparams["ema_decay"])
         self.log_dict(logs | {"loss/student": loss.detach()}, prog_bar=False)
 
+    def draws(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The step's random draws for data ``x0`` ``[B, ...]``: times ``t, s, u``, noise ``eps``.
+
+        All from :attr:`rng`, in this order: this rank's rows of global-batch draws.
+        """
+        t, s, u = self.sample_times(x0.shape[0], x0)
+        return t, s, u, self.rng.randn(x0.shape, x0.device).to(x0)
+
     def sample_times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``t ~ U[t_min, t_max]``, ``s ~ U[0, t)`` (0 with ``s_zero_prob``), ``u ~ U[s, t]``."""
+        """``t ~ U[t_min, t_max]``, ``s ~ U[0, t)`` (0 with ``s_zero_prob``), ``u ~ U[s, t]``.
+
+        Drawn from :attr:`rng`: this rank's rows of global-batch draws.
+        """
         hp = self.hparams
-        t = hp["t_min"] + (hp["t_max"] - hp["t_min"]) * torch.rand(n, device=like.device)
-        s = t * torch.rand(n, device=like.device)
-        s = torch.where(torch.rand(n, device=like.device) < hp["s_zero_prob"], 0.0, s)
-        u = ctm_mid_time(t, s, torch.rand(n, device=like.device))
+        dev = like.device
+        t = self.rng.uniform(n, float(hp["t_min"]), float(hp["t_max"]), dev)
+        s = t * self.rng.uniform(n, 0.0, 1.0, dev)
+        s = torch.where(self.rng.uniform(n, 0.0, 1.0, dev) < hp["s_zero_prob"], 0.0, s)
+        u = ctm_mid_time(t, s, self.rng.uniform(n, 0.0, 1.0, dev))
         return t.to(like.dtype), s.to(like.dtype), u.to(like.dtype)
 
     def consistency_loss(self, x_t: Tensor, t: Tensor, s: Tensor, u: Tensor, cond: Any) -> Tensor:

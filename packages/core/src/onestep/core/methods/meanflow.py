@@ -23,10 +23,10 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from onestep.core import noise
 from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.noise import append_dims
 from onestep.core.objectives.meanflow import meanflow_loss, meanflow_target, meanflow_times
@@ -105,6 +105,8 @@ class MeanFlow(L.LightningModule):
         betas: Adam betas.
         ema_decay: decay of the EMA copy that is exported (0: no EMA, export the raw model).
         grad_clip: clip the gradient norm to this (``None``: no clipping).
+        seed: seed of the per-step draws (times, noise), reseeded by ``(seed, global_step)``
+            and sliced per rank (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
         export_path: if set, :meth:`export_student` writes here when training ends.
     """
 
@@ -122,6 +124,7 @@ class MeanFlow(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.99),
         ema_decay: float = 0.0,
         grad_clip: float | None = None,
+        seed: int = 0,
         export_path: str | None = None,
     ):
         super().__init__()
@@ -137,6 +140,7 @@ class MeanFlow(L.LightningModule):
         self.ema = copy.deepcopy(student).requires_grad_(False) if ema_decay > 0 else None
         # Frozen here, once: the teacher only supplies velocities (no grad, eval mode).
         self.teacher = None if teacher is None else teacher.requires_grad_(False).eval()
+        self.rng = GlobalBatchRNG(seed)
 
     def train(self, mode: bool = True) -> MeanFlow:
         """Switch the student to ``mode``; teacher and EMA stay in eval mode."""
@@ -148,13 +152,14 @@ class MeanFlow(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """One MeanFlow update (Alg. 1), then the EMA."""
+        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
+        self.rng.reseed(self.global_step)
         if "x0" not in batch:
             raise ValueError(
                 "MeanFlow trains on data: batches need 'x0' (NoiseDataModule(real=...))"
             )
         x = batch["x0"]
-        r, t = self.sample_times(x.shape[0], x)
-        e = torch.randn_like(x)
+        r, t, e = self.draws(x)
         z_t = (1 - append_dims(t, x.ndim)) * x + append_dims(t, x.ndim) * e
         v = self.velocity(x, e, z_t, t)
         u, u_tgt = meanflow_target(self.student, z_t, r, t, v)
@@ -180,14 +185,26 @@ class MeanFlow(L.LightningModule):
         with torch.no_grad():
             return teacher.velocity(z_t, t.clamp(1e-4, 1 - 1e-4))
 
+    def draws(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's random draws for data ``x`` ``[B, ...]``: times ``r, t`` and noise ``e``.
+
+        All from :attr:`rng`, in this order: this rank's rows of global-batch draws.
+        """
+        r, t = self.sample_times(x.shape[0], x)
+        return r, t, self.rng.randn(x.shape, x.device).to(x)
+
     def sample_times(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Two logit-normal draws; ``r < t`` on a ``ratio`` fraction, else ``r = t``."""
+        """Two logit-normal draws; ``r < t`` on a ``ratio`` fraction, else ``r = t``.
+
+        Drawn from :attr:`rng` (this rank's rows of global-batch draws): ``sigmoid`` of
+        ``N(time_mean, time_std)`` for both times, ``U[0, 1) < ratio`` for the mask.
+        """
         hp = self.hparams
         a, b = (
-            noise.logit_normal(n, mean=hp["time_mean"], std=hp["time_std"], device=like.device)
+            torch.sigmoid(hp["time_mean"] + hp["time_std"] * self.rng.randn((n,), like.device))
             for _ in range(2)
         )
-        keep = torch.rand(n, device=like.device) < hp["ratio"]
+        keep = self.rng.uniform(n, 0.0, 1.0, like.device) < hp["ratio"]
         r, t = meanflow_times(a, b, keep)
         return r.to(like.dtype), t.to(like.dtype)
 

@@ -20,6 +20,7 @@ student (``student_ema``) is what :meth:`sample` and :meth:`export_student` use.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from onestep.core.denoiser import Denoiser
 from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
+from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
 from onestep.core.objectives.distances import squared_l2
 from onestep.core.objectives.flow_matching import (
@@ -91,6 +93,8 @@ class RectifiedFlow(L.LightningModule):
         pair_steps: teacher solver steps for on-the-fly pairs.
         pair_solver: teacher solver for on-the-fly pairs.
         health_every: log ``health/*`` every this many steps (0: never).
+        seed: seed of the per-step draws (training times), reseeded by ``(seed, global_step)``
+            and sliced per rank (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
         export_path: if set, :meth:`export_student` writes the EMA student here at the end.
     """
 
@@ -111,6 +115,7 @@ class RectifiedFlow(L.LightningModule):
         pair_steps: int = 32,
         pair_solver: str = "heun",
         health_every: int = 1,
+        seed: int = 0,
         export_path: str | None = None,
     ):
         super().__init__()
@@ -119,6 +124,8 @@ class RectifiedFlow(L.LightningModule):
             raise ValueError(f"unknown mode {mode!r}; use one of {RF_MODES}")
         if time_sampler not in TIME_SAMPLERS:
             raise ValueError(f"unknown time_sampler {time_sampler!r}; use one of {TIME_SAMPLERS}")
+        if time_sampler == "u_shaped" and u_shape_a <= 0:
+            raise ValueError(f"u_shaped needs u_shape_a > 0, got {u_shape_a}")
         process = getattr(student, "process", None)
         if not isinstance(process, noise.Flow):
             raise TypeError(
@@ -131,6 +138,7 @@ class RectifiedFlow(L.LightningModule):
         # Frozen here, once: the teacher only makes pairs and never trains.
         self.teacher = None if teacher is None else teacher.requires_grad_(False).eval()
         self.perceptual = None if perceptual is None else perceptual.requires_grad_(False)
+        self.rng = GlobalBatchRNG(seed)
 
     def train(self, mode: bool = True) -> RectifiedFlow:
         """Switch the student to ``mode``; teacher and EMA stay in eval mode."""
@@ -144,6 +152,8 @@ class RectifiedFlow(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One update: pairs ``(z, x0)``, the mode's loss, EMA, logs."""
+        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
+        self.rng.reseed(self.global_step)
         z, x0 = self.pairs(batch)
         cond = batch.get("cond")
         if self.hparams["mode"] == "distill":
@@ -203,13 +213,21 @@ class RectifiedFlow(L.LightningModule):
         )
 
     def sample_t(self, n: int, device: torch.device) -> Tensor:
-        """Training times ``[n]`` from the configured sampler."""
+        """Training times ``[n]`` from the configured sampler, drawn from :attr:`rng`.
+
+        The same densities as :func:`~onestep.core.noise.uniform`,
+        :func:`~onestep.core.noise.u_shaped` (inverse CDF of ``U[0, 1)``) and
+        :func:`~onestep.core.noise.logit_normal` (``sigmoid`` of ``N(0, 1)``), but this rank's
+        rows of a global-batch draw.
+        """
         name = self.hparams["time_sampler"]
-        if name == "u_shaped":
-            return noise.u_shaped(n, a=self.hparams["u_shape_a"], device=device)
         if name == "logit_normal":
-            return noise.logit_normal(n, device=device)
-        return noise.uniform(n, device=device)
+            return torch.sigmoid(self.rng.randn((n,), device))
+        u = self.rng.uniform(n, 0.0, 1.0, device)
+        if name == "u_shaped":
+            a = float(self.hparams["u_shape_a"])
+            return 0.5 + torch.asinh((2 * u - 1) * math.sinh(a / 2)) / a
+        return u
 
     # -- after the update -------------------------------------------------------------------------
 
