@@ -4,6 +4,9 @@ Noise processes, the Denoiser contract, distillation objectives, samplers, LoRA,
 Lightning methods.
 """
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("onestep-core")
+try:
+    __version__ = version("onestep-core")
+except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+    __version__ = "0+source"

@@ -172,6 +172,7 @@ def _check_t(t: Tensor | float, x_t: Tensor) -> Tensor:
 def _cat_cond(cond: Any, uncond: Any) -> Any:
     """Stack conditional and unconditional inputs along the batch for one doubled forward pass."""
     if torch.is_tensor(cond):
+        uncond = torch.as_tensor(uncond).to(cond.device)  # held on the CPU until the first call
         return torch.cat([cond, uncond.expand_as(cond) if uncond.shape[0] == 1 else uncond])
     if isinstance(cond, Mapping):
         return {k: _cat_cond(v, uncond[k]) for k, v in cond.items()}
