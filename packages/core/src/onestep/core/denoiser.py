@@ -10,10 +10,17 @@ Predictions (all for ``x_t = alpha x0 + sigma eps``):
 * ``"v"``: ``v = alpha eps - sigma x0`` (Salimans & Ho 2022, sec. 4; ``"v_prediction"``).
 * ``"flow"``: the ODE velocity ``dx_t/dt = alpha' x0 + sigma' eps``; for the rectified-flow process
   this is ``eps - x0``, the convention of SD3 / Flux / Wan.
+
+A guidance-conditioned network (LCM's ``f_theta(z_t, w, c, t)``, Luo et al. 2023, sec. 4.2) gets
+its CFG weight ``w`` through ``cond``: :func:`with_guidance` adds ``w`` (``[B]``) under the key
+``"guidance_scale"``, and :class:`Denoiser` hands the network ``timestep_cond =``
+:func:`guidance_scale_embedding` ``(w, dim)``, as diffusers' ``LatentConsistencyModelPipeline``
+feeds a ``UNet2DConditionModel(time_cond_proj_dim=dim)``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -22,7 +29,18 @@ from torch import Tensor, nn
 
 from onestep.core.noise import NoiseProcess, append_dims
 
-__all__ = ["PREDICTIONS", "Denoiser", "DenoiserBase", "Guided", "from_x0", "to_x0"]
+__all__ = [
+    "GUIDANCE_KEY",
+    "PREDICTIONS",
+    "Denoiser",
+    "DenoiserBase",
+    "Guided",
+    "from_x0",
+    "guidance_scale_embedding",
+    "split_guidance",
+    "to_x0",
+    "with_guidance",
+]
 
 Prediction = Literal["eps", "x0", "v", "flow"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "flow")
@@ -81,6 +99,71 @@ def from_x0(x0: Tensor, prediction: str, x_t: Tensor, t: Tensor, process: NoiseP
 
 TimestepFn = Callable[[Tensor], Tensor]
 
+#: key of the per-sample guidance weight ``w`` (``[B]``) in a ``cond`` dict (:func:`with_guidance`).
+GUIDANCE_KEY = "guidance_scale"
+_ENVELOPE_KEY = "cond"
+
+
+def guidance_scale_embedding(w: Tensor, dim: int) -> Tensor:
+    """LCM's w-embedding: sinusoidal features of ``(w - 1) * 1000``, ``[B]`` -> ``[B, dim]``.
+
+    Latent Consistency Models (Luo et al. 2023, sec. 4.2, Alg. 1) condition the student on the CFG
+    weight ``w``; diffusers' ``LatentConsistencyModelPipeline`` feeds this embedding to a
+    ``UNet2DConditionModel(time_cond_proj_dim=dim)`` as ``timestep_cond``. With ``h = dim // 2``
+    and ``s = 1000 (w - 1)``: ``[sin(s f_0), .., sin(s f_{h-1}), cos(s f_0), .., cos(s f_{h-1})]``,
+    ``f_i = 10000^(-i / (h - 1))``, zero-padded by one column when ``dim`` is odd.
+
+    ``w`` is the weight of :class:`Guided` (``x0_u + w (x0_c - x0_u)``; ``w = 1``: no guidance),
+    hence the shift by 1: the LCM training script embeds its ``w`` of ``x0_c + w (x0_c - x0_u)``
+    directly, the pipeline embeds ``guidance_scale - 1``; both are this ``w - 1``.
+
+    Args:
+        w: guidance weights ``[B]``.
+        dim: embedding size (the UNet's ``time_cond_proj_dim``), at least 4.
+
+    Returns:
+        ``[B, dim]`` in float32 (cast it to the network's dtype).
+    """
+    if dim < 4:
+        raise ValueError(f"the guidance embedding needs dim >= 4, got {dim}")
+    w = torch.as_tensor(w)
+    if w.ndim != 1:
+        raise ValueError(f"w must have shape [B], got {tuple(w.shape)}")
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=w.device) / (half - 1)
+    freqs = torch.exp(-math.log(10000.0) * exponent)
+    angle = (w.to(torch.float32) - 1.0)[:, None] * 1000.0 * freqs[None, :]
+    emb = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+    return torch.nn.functional.pad(emb, (0, dim % 2))
+
+
+def with_guidance(cond: Any, w: Tensor) -> dict[str, Any]:
+    """``cond`` plus the per-sample guidance weight ``w`` (``[B]``), for a guidance-taking network.
+
+    A dict ``cond`` gets ``w`` under :data:`GUIDANCE_KEY` (``{**cond, "guidance_scale": w}``, e.g.
+    diffusers keyword arguments); anything else (``None``, labels, text embeddings) is wrapped as
+    ``{"cond": cond, "guidance_scale": w}``. :func:`split_guidance` undoes either.
+    """
+    if isinstance(cond, Mapping):
+        if GUIDANCE_KEY in cond:
+            raise ValueError(f"cond already holds {GUIDANCE_KEY!r}")
+        return {**cond, GUIDANCE_KEY: w}
+    return {_ENVELOPE_KEY: cond, GUIDANCE_KEY: w}
+
+
+def split_guidance(cond: Any) -> tuple[Any, Tensor | None]:
+    """``(cond, w)``: the inverse of :func:`with_guidance`; ``w`` is ``None`` if ``cond`` has none.
+
+    A dict left holding only the key ``"cond"`` is unwrapped to its value.
+    """
+    if not isinstance(cond, Mapping) or GUIDANCE_KEY not in cond:
+        return cond, None
+    rest = {k: v for k, v in cond.items() if k != GUIDANCE_KEY}
+    w = cond[GUIDANCE_KEY]
+    if set(rest) == {_ENVELOPE_KEY}:
+        return rest[_ENVELOPE_KEY], w
+    return (rest or None), w
+
 
 class DenoiserBase(nn.Module):
     """Anything with a ``process`` whose ``forward(x_t, t, cond)`` returns ``x0``.
@@ -120,6 +203,10 @@ class Denoiser(DenoiserBase):
         timestep: the network's time input: a float multiplies ``t`` (``999`` for a diffusers
             1000-step UNet, ``1000`` for SD3-style flow transformers), a callable maps ``t`` to
             whatever the network expects (e.g. EDM's ``log(sigma) / 4``).
+
+    A ``cond`` made by :func:`with_guidance` carries a guidance weight ``w`` ``[B]`` (or a scalar);
+    the network then gets ``timestep_cond = guidance_scale_embedding(w, guidance_dim)`` through
+    :meth:`call_net_guided` (here ``net(x_t, timestep, cond, timestep_cond=...)``).
     """
 
     def __init__(
@@ -147,10 +234,48 @@ class Denoiser(DenoiserBase):
             return self.net(x_t, timestep)
         return self.net(x_t, timestep, cond)
 
+    def call_net_guided(
+        self, x_t: Tensor, timestep: Tensor, cond: Any, timestep_cond: Tensor
+    ) -> Tensor:
+        """Run the raw network with LCM's w-embedding ``timestep_cond`` ``[B, guidance_dim]``."""
+        return self.net(x_t, timestep, cond, timestep_cond=timestep_cond)
+
+    @property
+    def guidance_dim(self) -> int:
+        """Size of the network's w-embedding; 0 if it takes no guidance weight.
+
+        Read from a diffusers model's ``config.time_cond_proj_dim``, else from ``net.guidance_dim``
+        (e.g. :class:`~onestep.core.testing.TinyMLP`).
+        """
+        config = getattr(self.net, "config", None)
+        dim = None if config is None else getattr(config, "time_cond_proj_dim", None)
+        if dim is None:
+            dim = getattr(self.net, "guidance_dim", None)
+        return int(dim or 0)
+
+    def guidance_embedding(self, w: Tensor | float, x_t: Tensor) -> Tensor:
+        """:func:`guidance_scale_embedding` of ``w`` (``[B]`` or a scalar) for this network."""
+        dim = self.guidance_dim
+        if dim == 0:
+            raise ValueError(
+                f"{type(self.net).__name__} takes no guidance weight (no time_cond_proj_dim / "
+                "guidance_dim), but cond carries one; build it with a w-embedding or drop w"
+            )
+        w = torch.as_tensor(w, device=x_t.device)
+        if w.ndim == 0:
+            w = w.expand(x_t.shape[0])
+        if w.shape != (x_t.shape[0],):
+            raise ValueError(f"w must have shape [B] = [{x_t.shape[0]}], got {tuple(w.shape)}")
+        return guidance_scale_embedding(w, dim).to(x_t.dtype)
+
     def raw(self, x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
         """The network's native prediction at ``(x_t, t)``."""
         t = _check_t(t, x_t)
-        return self.call_net(x_t, self.net_time(t), cond)
+        cond, w = split_guidance(cond)
+        if w is None:
+            return self.call_net(x_t, self.net_time(t), cond)
+        emb = self.guidance_embedding(w, x_t)
+        return self.call_net_guided(x_t, self.net_time(t), cond, emb)
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Any = None) -> Tensor:
         """``E[x0 | x_t]`` as the network predicts it; ``t`` has shape ``[B]``, in [0, 1]."""

@@ -45,15 +45,26 @@ class TinyMLP(nn.Module):
         cond_dim: size of the condition; 0 for an unconditional net. ``cond`` is a float tensor
             ``[B, cond_dim]`` or long labels ``[B]`` (one-hot encoded; label ``-1`` is the null
             condition, all zeros). ``cond=None`` on a conditional net also means null.
+        guidance_dim: size of LCM's w-embedding ``timestep_cond`` ``[B, guidance_dim]`` (see
+            :func:`~onestep.core.denoiser.guidance_scale_embedding`); a bias-free linear map
+            ``guidance_proj`` adds it to the first hidden layer, as ``time_cond_proj_dim`` adds it
+            to a diffusers UNet's time embedding. 0: the net takes no guidance weight.
     """
 
     freqs: Tensor  # (time_embed / 2,), buffer
 
-    def __init__(self, dim: int, hidden: int = 64, time_embed: int = 16, cond_dim: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        time_embed: int = 16,
+        cond_dim: int = 0,
+        guidance_dim: int = 0,
+    ):
         super().__init__()
         if time_embed < 2 or time_embed % 2:
             raise ValueError(f"time_embed must be an even number >= 2, got {time_embed}")
-        self.dim, self.cond_dim = dim, cond_dim
+        self.dim, self.cond_dim, self.guidance_dim = dim, cond_dim, guidance_dim
         freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), time_embed // 2))
         self.register_buffer("freqs", freqs, persistent=False)
         self.net = nn.Sequential(
@@ -63,6 +74,8 @@ class TinyMLP(nn.Module):
             nn.SiLU(),
             nn.Linear(hidden, dim),
         )
+        # Made after ``net`` so that a net without it draws the same initial weights.
+        self.guidance_proj = nn.Linear(guidance_dim, hidden, bias=False) if guidance_dim else None
 
     def _cond(self, cond: Tensor | None, x: Tensor) -> Tensor:
         batch = x.shape[0]
@@ -82,13 +95,25 @@ class TinyMLP(nn.Module):
             raise ValueError(f"cond must be [B, {self.cond_dim}], got {tuple(cond.shape)}")
         return cond.to(x)
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        timestep_cond: Tensor | None = None,
+    ) -> Tensor:
         """Output of shape ``[B, D]``; ``t`` is ``[B]`` (or a scalar)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"TinyMLP expects x of shape [B, {self.dim}], got {tuple(x.shape)}")
-        return self.forward_features(x, t, cond)
+        return self.forward_features(x, t, cond, timestep_cond)
 
-    def forward_features(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward_features(
+        self,
+        x: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        timestep_cond: Tensor | None = None,
+    ) -> Tensor:
         """:meth:`forward` without the shape check (``x`` may carry extra feature columns)."""
         t = torch.as_tensor(t, device=x.device).to(x.dtype).reshape(-1).expand(x.shape[0])
         angle = t[:, None] * self.freqs.to(x)  # (B, time_embed / 2)
@@ -97,7 +122,21 @@ class TinyMLP(nn.Module):
             parts.append(self._cond(cond, x))
         elif cond is not None:
             raise ValueError("this TinyMLP is unconditional (cond_dim=0) but got a cond")
-        return self.net(torch.cat(parts, dim=1))
+        if self.guidance_proj is None:
+            if timestep_cond is not None:
+                raise ValueError("this TinyMLP takes no guidance weight (guidance_dim=0)")
+            return self.net(torch.cat(parts, dim=1))
+        if timestep_cond is None:
+            raise ValueError(
+                f"this TinyMLP takes a guidance weight (guidance_dim={self.guidance_dim}) but got "
+                "none; give w through onestep.core.denoiser.with_guidance(cond, w)"
+            )
+        if timestep_cond.shape != (x.shape[0], self.guidance_dim):
+            raise ValueError(
+                f"timestep_cond must be [B, {self.guidance_dim}], got {tuple(timestep_cond.shape)}"
+            )
+        hidden = self.net[0](torch.cat(parts, dim=1)) + self.guidance_proj(timestep_cond.to(x))
+        return self.net[1:](hidden)
 
 
 class TwoTimeMLP(nn.Module):
@@ -138,9 +177,11 @@ def tiny_denoiser(
     prediction: str = "x0",
     hidden: int = 64,
     cond_dim: int = 0,
+    guidance_dim: int = 0,
 ) -> Denoiser:
     """A :class:`~onestep.core.denoiser.Denoiser` around a :class:`TinyMLP` (time input ``t``)."""
-    return Denoiser(TinyMLP(dim, hidden=hidden, cond_dim=cond_dim), process, prediction)
+    net = TinyMLP(dim, hidden=hidden, cond_dim=cond_dim, guidance_dim=guidance_dim)
+    return Denoiser(net, process, prediction)
 
 
 def gmm_teacher(
@@ -234,12 +275,18 @@ def check_domain_cli(main: Callable[[list[str]], int], dist: str, planned: str, 
     assert "unknown verb" in capsys.readouterr().err
 
 
-def tiny_unet2d_condition(channels: int = 4, cross_attention_dim: int = 8):
-    """A Stable-Diffusion-layout ``UNet2DConditionModel``, a few thousand parameters, 8x8 input."""
+def tiny_unet2d_condition(
+    channels: int = 4, cross_attention_dim: int = 8, time_cond_proj_dim: int | None = None
+):
+    """A Stable-Diffusion-layout ``UNet2DConditionModel``, a few thousand parameters, 8x8 input.
+
+    ``time_cond_proj_dim``: size of LCM's w-embedding input ``timestep_cond`` (``None``: none).
+    """
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=8,
+        time_cond_proj_dim=time_cond_proj_dim,
         in_channels=channels,
         out_channels=channels,
         block_out_channels=(4, 8),

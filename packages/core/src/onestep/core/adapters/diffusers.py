@@ -13,7 +13,10 @@ model                      ``cond``                                             
 ``UNet2DModel``            ``None``, or a ``class_labels`` tensor ``[B]``               VP table
 ``UNet2DConditionModel``   ``encoder_hidden_states`` ``[B, L, D]``, or a dict of its    VP table
                            keyword arguments (``encoder_hidden_states``,
-                           ``added_cond_kwargs``, ``class_labels``, ...)
+                           ``added_cond_kwargs``, ``class_labels``, ...); with
+                           ``time_cond_proj_dim`` (LCM), a guidance weight added by
+                           :func:`~onestep.core.denoiser.with_guidance` becomes
+                           ``timestep_cond``
 ``SD3Transformer2DModel``  dict with ``encoder_hidden_states`` ``[B, L, D]`` and        flow
                            ``pooled_projections`` ``[B, P]``
 ``FluxTransformer2DModel`` dict with ``encoder_hidden_states``, ``pooled_projections``   flow
@@ -131,6 +134,17 @@ class DiffusersDenoiser(Denoiser):
                 f"valid keys: {[k for k in accepted if k != self.sample_arg]}"
             )
         return kwargs
+
+    def call_net_guided(
+        self, x_t: Tensor, timestep: Tensor, cond: Any, timestep_cond: Tensor
+    ) -> Tensor:
+        """:meth:`call_net` with ``timestep_cond`` (LCM's w-embedding) among the keywords."""
+        kwargs = self.net_kwargs(cond)
+        if "timestep_cond" in kwargs:
+            raise ValueError(
+                f"{type(self).__name__}: cond gives both a guidance weight and timestep_cond"
+            )
+        return self.call_net(x_t, timestep, {**kwargs, "timestep_cond": timestep_cond})
 
     def call_net(self, x_t: Tensor, timestep: Tensor, cond: Any = None) -> Tensor:
         """``net(<sample_arg>=x_t, timestep=timestep, **cond)``, the first output."""

@@ -58,6 +58,7 @@ def tiny_denoiser_module(
     hidden: int = 64,
     cond_dim: int = 0,
     seed: int = 0,
+    guidance_dim: int = 0,
 ) -> Denoiser:
     """A :class:`~onestep.core.testing.TinyMLP` Denoiser, initialised from ``seed``.
 
@@ -68,10 +69,14 @@ def tiny_denoiser_module(
         hidden: hidden width.
         cond_dim: number of condition labels (0: unconditional).
         seed: initialisation seed (student and fake score get different ones by config).
+        guidance_dim: size of LCM's w-embedding (0: the net takes no guidance weight); an LCM
+            student with ``guidance_embed: true`` needs one.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return tiny_denoiser(dim, noise_process(process), prediction, hidden, cond_dim)
+        return tiny_denoiser(
+            dim, noise_process(process), prediction, hidden, cond_dim, guidance_dim
+        )
 
 
 class GMMData(RealData):

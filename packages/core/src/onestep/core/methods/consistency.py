@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from onestep.core import lora
-from onestep.core.denoiser import Guided
+from onestep.core.denoiser import Guided, with_guidance
 from onestep.core.ema import ema_update_
 from onestep.core.methods.consistency_function import ConsistencyFunction, consistency_sample
 from onestep.core.methods.consistency_grid import ConsistencyGrid
@@ -85,6 +85,14 @@ class ConsistencyDistillation(L.LightningModule):
         guidance_scale: fixed CFG weight of the teacher (LCM's ``w``); ``None``: unguided.
         guidance_range: ``[lo, hi]``: each sample draws ``w ~ U[lo, hi]`` (LCM); overrides it.
         uncond: the null condition label for CFG (e.g. ``-1``).
+        guidance_embed: LCM's guidance-conditioned student ``f_theta(z_t, w, c, t)`` (Luo et al.
+            2023, "Latent Consistency Models", sec. 4.2 and Alg. 1): the student, its EMA and the
+            target see the same per-sample ``w`` as the teacher, through
+            :func:`~onestep.core.denoiser.with_guidance` (the Denoiser turns it into the w-embedding
+            ``timestep_cond``, e.g. of a ``UNet2DConditionModel(time_cond_proj_dim=...)``, or a
+            ``tiny_denoiser_module(guidance_dim=...)``); :meth:`sample` then needs
+            ``guidance_scale``. Needs CFG (``guidance_scale`` or ``guidance_range``). Off: one
+            student for the range of ``w`` it was trained on (LCM-LoRA).
         lora_rank: > 0 trains only LoRA adapters of this rank on the student (LCM-LoRA).
         lr: Adam learning rate.
         betas: Adam betas.
@@ -120,6 +128,7 @@ class ConsistencyDistillation(L.LightningModule):
         guidance_scale: float | None = None,
         guidance_range: tuple[float, float] | None = None,
         uncond: int | None = None,
+        guidance_embed: bool = False,
         lora_rank: int = 0,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -146,6 +155,7 @@ class ConsistencyDistillation(L.LightningModule):
         # Frozen here, once: the teacher is the fixed target and never trains.
         self.teacher = None if teacher is None else teacher.requires_grad_(False).eval()
         self.guided = self._guided(teacher, guidance_scale, guidance_range, uncond)
+        _check_guidance_embed(guidance_embed, self.guided is not None, student)
         self.grid = ConsistencyGrid(self.process, grid, t_min, t_max, num_scales, skip)
         self.rng = GlobalBatchRNG(seed)
         self.sample_times = [1.0] if sample_times is None else list(sample_times)
@@ -191,9 +201,11 @@ class ConsistencyDistillation(L.LightningModule):
         t_cur, t_next = self.draw_times(x0.shape[0], x0.device)
         eps = self.rng.randn(x0.shape, x0.device).to(x0)
         x_next = self.process.add_noise(x0, eps, t_next)
+        # One w per sample, shared by the guided teacher and (guidance_embed) the student.
+        w = None if self.guided is None else self.guidance_weights(x0)
         with torch.no_grad():
-            x_cur = self.previous_point(x0, eps, x_next, t_next, t_cur, cond)
-        f_online, f_target = self.outputs(x_next, t_next, x_cur, t_cur, cond)
+            x_cur = self.previous_point(x0, eps, x_next, t_next, t_cur, cond, w)
+        f_online, f_target = self.outputs(x_next, t_next, x_cur, t_cur, self.student_cond(cond, w))
         weight = None
         if self.hparams["weighting"] == "ict":
             weight = cm.ict_weight(self.grid.level(t_next), self.grid.level(t_cur)).to(x0)
@@ -231,15 +243,43 @@ class ConsistencyDistillation(L.LightningModule):
         return self.grid.pair(idx.to(device))
 
     def previous_point(
-        self, x0: Tensor, eps: Tensor, x_next: Tensor, t_next: Tensor, t_cur: Tensor, cond: Any
+        self,
+        x0: Tensor,
+        eps: Tensor,
+        x_next: Tensor,
+        t_next: Tensor,
+        t_cur: Tensor,
+        cond: Any,
+        w: Tensor | None = None,
     ) -> Tensor:
-        """``x_hat_{t_n}``: one teacher ODE step (CD) or the same ``(x0, eps)`` at ``t_n`` (CT)."""
+        """``x_hat_{t_n}``: one teacher ODE step (CD) or the same ``(x0, eps)`` at ``t_n`` (CT).
+
+        ``w``: the guided teacher's CFG weights ``[B]`` (drawn by :meth:`guidance_weights` if
+        ``None``).
+        """
         if self.hparams["mode"] == "ct":
             return self.process.add_noise(x0, eps, t_cur)
         teacher: Any = self.teacher
         if self.guided is not None:
-            teacher = _FixedScaleTeacher(self.guided, self.guidance_weights(x0))
+            teacher = _FixedScaleTeacher(self.guided, self.guidance_weights(x0) if w is None else w)
         return ode_step(teacher, x_next, t_next, t_cur, self.hparams["solver"], cond)
+
+    def student_cond(self, cond: Any, w: Tensor | None) -> Any:
+        """The student's (and target's) condition: ``cond`` plus ``w`` with ``guidance_embed``.
+
+        Without ``guidance_embed`` the student does not see ``w``: ``cond`` is returned as is.
+
+        Raises:
+            ValueError: with ``guidance_embed`` and no ``w``.
+        """
+        if not self.hparams["guidance_embed"]:
+            return cond
+        if w is None:
+            raise ValueError(
+                "this consistency student was distilled with guidance_embed=True and takes the "
+                "CFG weight w: pass guidance_scale= (a float, or a [B] tensor)"
+            )
+        return with_guidance(cond, w)
 
     def guidance_weights(self, x0: Tensor) -> Tensor:
         """LCM's CFG weight per sample ``[B]``: fixed, or ``w ~ U[lo, hi]`` from the step's RNG."""
@@ -286,10 +326,32 @@ class ConsistencyDistillation(L.LightningModule):
         return torch.as_tensor(gap).sqrt()
 
     @torch.no_grad()
-    def sample(self, z: Tensor, cond: Any = None, times: list[float] | None = None) -> Tensor:
-        """Multi-step consistency sampling from latents ``z`` (EMA target if there is one)."""
+    def sample(
+        self,
+        z: Tensor,
+        cond: Any = None,
+        times: list[float] | None = None,
+        guidance_scale: float | Tensor | None = None,
+    ) -> Tensor:
+        """Multi-step consistency sampling from latents ``z`` (EMA target if there is one).
+
+        ``guidance_scale``: the CFG weight ``w`` (float or ``[B]``) the student is conditioned on;
+        required with ``guidance_embed``, rejected without it (the student's ``w`` was fixed by
+        training).
+        """
+        embed = self.hparams["guidance_embed"]
+        if guidance_scale is not None and not embed:
+            raise ValueError(
+                "guidance_scale is for a student distilled with guidance_embed=True; this one "
+                "takes no w (its guidance was fixed by training)"
+            )
+        w = None
+        if guidance_scale is not None:
+            w = torch.as_tensor(guidance_scale, dtype=z.dtype, device=z.device)
+            w = w.expand(z.shape[0]) if w.ndim == 0 else w
         f = self.student if self.target is None else self.target
-        return consistency_sample(f, z, self.sample_times if times is None else times, cond)
+        times = self.sample_times if times is None else times
+        return consistency_sample(f, z, times, self.student_cond(cond, w))
 
     # -- optimizers, checkpoints, export ----------------------------------------------------------
 
@@ -314,6 +376,25 @@ class ConsistencyDistillation(L.LightningModule):
         """Export to ``export_path`` (rank 0 only) when one is configured."""
         if self.hparams["export_path"] and self.trainer.is_global_zero:
             self.export_student(self.hparams["export_path"])
+
+
+def _check_guidance_embed(embed: bool, guided: bool, student: nn.Module) -> None:
+    dim = getattr(student, "guidance_dim", None)  # None: a Denoiser-like that does not say
+    if embed and not guided:
+        raise ValueError(
+            "guidance_embed=True conditions the student on the teacher's CFG weight w; set "
+            "guidance_scale or guidance_range (and uncond), with a teacher"
+        )
+    if embed and dim == 0:
+        raise ValueError(
+            "guidance_embed=True needs a student that takes w: a UNet2DConditionModel with "
+            "time_cond_proj_dim, or tiny_denoiser_module(guidance_dim=...)"
+        )
+    if not embed and isinstance(dim, int) and dim > 0:
+        raise ValueError(
+            f"the student takes a guidance weight (w-embedding of size {dim}) but "
+            "guidance_embed=False would never give it one; set guidance_embed=True"
+        )
 
 
 def _check_args(mode: str, teacher: Any, solver: str, weighting: str, skip: int, ema: float):
