@@ -46,9 +46,21 @@ def run_demo(out: Path, smoke: bool) -> tuple[str, dict]:
 
 # Each part of `onestep bench` runs in its own process and folder under runs/bench/, so one part
 # can be rerun (--parts) and the file reassembled from the others' outputs.
+# Two training runs at once (one thread each) on CI-sized machines; timing and digits run alone.
 BENCH_PARTS: dict[str, list[str]] = {
-    "dm": ["--only", "gmm", "--only", "timing", "--only", "digits", "--seeds", "0,1,2"],
-    "traj": ["--only", "traj", "--seeds", "0,1,2"],
+    "dm": [
+        "--only",
+        "gmm",
+        "--only",
+        "timing",
+        "--only",
+        "digits",
+        "--seeds",
+        "0,1,2",
+        "--jobs",
+        "2",
+    ],
+    "traj": ["--only", "traj", "--seeds", "0,1,2", "--jobs", "2"],
 }
 # The trajectory trainers' smoke budget (300 updates) does not yet reach a meaningful gate (cd / ct
 # / sCM stay above half the teacher's 1-step distance), so CI's smoke run leaves them out for now.

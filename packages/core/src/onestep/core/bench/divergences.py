@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["DIVERGENCES", "Divergence", "get_divergence"]
+__all__ = ["DIVERGENCES", "SID_ALPHA", "Divergence", "get_divergence"]
 
 LOG_RATIO_RANGE = (-5.0, 5.0)
 
@@ -50,11 +50,18 @@ def _vsd(x: Tensor, x0_real: Tensor, x0_fake: Tensor, log_ratio: Tensor | None) 
     return vsd_loss(x, x0_real, x0_fake)
 
 
+# SiD's alpha on this benchmark. The paper's 1.2 subtracts 0.2 ||x0_real - x0_fake||^2, which
+# pushes the student *away* from the fake score; with a small MLP fake score that term added noise
+# here (seed 0, 8,000 updates: ratio to the teacher's 4-step 1.61 at 1.2, 1.30 at 1.0).
+# sid_loss itself keeps the paper's default; see gmm.OBJECTIVE_SETTINGS for SiD's other settings.
+SID_ALPHA = 1.0
+
+
 def _sid(x: Tensor, x0_real: Tensor, x0_fake: Tensor, log_ratio: Tensor | None) -> Tensor:
     from onestep.core.objectives import dmd_normalizer, sid_loss
 
     # The authors' generator weight: DMD's normaliser, detached (SiD, sec. 4).
-    return sid_loss(x, x0_real, x0_fake, alpha=1.2, weight=dmd_normalizer(x, x0_real))
+    return sid_loss(x, x0_real, x0_fake, alpha=SID_ALPHA, weight=dmd_normalizer(x, x0_real))
 
 
 def _sim(x: Tensor, x0_real: Tensor, x0_fake: Tensor, log_ratio: Tensor | None) -> Tensor:
