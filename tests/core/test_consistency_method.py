@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import lightning as L
 import pytest
 import torch
 from torch.testing import assert_close
@@ -17,6 +16,7 @@ from onestep.core.testing import (
     assert_params_changed,
     assert_params_unchanged,
     gmm_teacher,
+    quiet_trainer,
     snapshot_params,
     tiny_denoiser,
 )
@@ -115,14 +115,7 @@ def test_bad_arguments_raise():
 
 def _fit(m: ConsistencyDistillation, steps: int = 2, num_classes: int = 0) -> None:
     data = NoiseDataModule([2], 16, steps, num_classes=num_classes, real=GMMData("ring"))
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     trainer.fit(m, datamodule=data)
 
 

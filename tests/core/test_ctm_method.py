@@ -6,7 +6,6 @@ import copy
 import warnings
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ from onestep.core.methods.ctm import (
 from onestep.core.metrics import energy_distance
 from onestep.core.noise import flow
 from onestep.core.objectives.ctm import ctm_jump
-from onestep.core.testing import TwoTimeMLP, snapshot_params, tiny_denoiser
+from onestep.core.testing import TwoTimeMLP, quiet_trainer, snapshot_params, tiny_denoiser
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -132,14 +131,7 @@ def test_training_updates_student_and_target_only(tmp_path):
     teacher_before = snapshot_params(model.teacher)
     student_before = snapshot_params(model.student)
     data = NoiseDataModule([2], batch_size=16, num_batches=2, real=GMMData())
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path)
     trainer.fit(model, data)
     for k, v in snapshot_params(model.teacher).items():
         assert torch.equal(v, teacher_before[k]), k

@@ -30,6 +30,7 @@ from onestep.core.testing import (
     assert_params_unchanged,
     cpu_ddp_spawn,
     gmm_teacher,
+    quiet_trainer,
     snapshot_params,
 )
 
@@ -47,18 +48,8 @@ LOG_KEYS = {
 
 
 def _trainer(steps: int, **kw) -> L.Trainer:
-    return L.Trainer(
-        # Lightning's global_step counts every optimizer step (fake_steps + 1 per iteration).
-        limit_train_batches=steps,
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kw,
-    )
+    # Lightning's global_step counts every optimizer step (fake_steps + 1 per iteration).
+    return quiet_trainer(limit_train_batches=steps, max_epochs=1, **kw)
 
 
 def _method(divergence: str = "dmd2", cond_dim: int = 0, **kw) -> DistributionMatching:
@@ -319,14 +310,7 @@ def test_training_resumes_from_a_teacher_less_checkpoint(tmp_path):
     trainer.fit(first, _data(batches=2))
     trainer.save_checkpoint(tmp_path / "dm.ckpt")
     resumed = _method()
-    more = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    more = quiet_trainer(max_epochs=2)
     more.fit(resumed, _data(batches=2), ckpt_path=tmp_path / "dm.ckpt")
     assert resumed.iteration == 4  # 2 restored + 2 new iterations
     assert torch.isfinite(more.callback_metrics["loss/student"])
@@ -420,16 +404,7 @@ NIT = 3
 def _ddp_run(devices: int, sid: bool = False) -> tuple[DistributionMatching, dict]:
     m = _method("sid" if sid else "dmd2")
     strategy = cpu_ddp_spawn() if devices > 1 else "auto"
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(devices=devices, strategy=strategy)
     # Global batch 16 for 3 iterations either way: 1 x 16 or 2 x 8 per process.
     trainer.fit(m, _data(batch=16 // devices, batches=NIT * devices))
     return m, {k: v.clone() for k, v in trainer.callback_metrics.items()}

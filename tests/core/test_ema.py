@@ -7,6 +7,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from onestep.core.ema import EMA, ema_update_
+from onestep.core.testing import quiet_trainer
 
 # -- ema_update_ --------------------------------------------------------------------------------
 
@@ -111,14 +112,10 @@ class SaveDuringValidation(L.Callback):
 
 def _fit(tmp_path, steps: int, ema: EMA, ckpt_path=None, extra: tuple[L.Callback, ...] = ()):
     model = Tiny()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
         callbacks=[ema, *extra],
         enable_checkpointing=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
         default_root_dir=tmp_path,
         num_sanity_val_steps=0,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import lightning as L
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -17,7 +16,13 @@ from onestep.core.data.noise import NoiseDataModule
 from onestep.core.denoiser import guidance_scale_embedding, split_guidance, with_guidance
 from onestep.core.methods.builders import GMMData, tiny_denoiser_module
 from onestep.core.methods.consistency import ConsistencyDistillation
-from onestep.core.testing import TinyMLP, gmm_teacher, tiny_denoiser, tiny_unet2d_condition
+from onestep.core.testing import (
+    TinyMLP,
+    gmm_teacher,
+    quiet_trainer,
+    tiny_denoiser,
+    tiny_unet2d_condition,
+)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
@@ -114,14 +119,7 @@ def test_one_training_step_reaches_the_w_embedding():
     grads = []
     proj.weight.register_hook(lambda g: grads.append(g.detach().clone()))
     data = NoiseDataModule([2], 16, 1, num_classes=8, real=GMMData("ring"))
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer()
     trainer.fit(m, datamodule=data)
     assert len(grads) == 1 and float(grads[0].abs().sum()) > 0
     assert not torch.equal(proj.weight.detach(), before)

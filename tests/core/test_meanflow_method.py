@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from onestep.core.methods.meanflow import (
     meanflow_student_module,
 )
 from onestep.core.metrics import energy_distance
-from onestep.core.testing import snapshot_params
+from onestep.core.testing import quiet_trainer, snapshot_params
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -90,14 +89,7 @@ def test_training_updates_the_student_only(velocity: str, tmp_path):
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = snapshot_params(model.student)
     data = NoiseDataModule([2], batch_size=16, num_batches=2, real=GMMData())
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path)
     trainer.fit(model, data)
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k

@@ -21,6 +21,7 @@ from onestep.core.methods.builders import GMMData, gmm_teacher_module, tiny_deno
 from onestep.core.methods.ctm import ConsistencyTrajectory, ctm_student_module
 from onestep.core.methods.meanflow import MeanFlow, meanflow_student_module
 from onestep.core.methods.rectified_flow import TIME_SAMPLERS, RectifiedFlow
+from onestep.core.testing import quiet_trainer
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
@@ -54,16 +55,7 @@ def _fit(build: Callable[[int], L.LightningModule], seed: int, global_seed: int,
     torch.manual_seed(global_seed)
     model = build(seed)
     data = NoiseDataModule([2], batch_size=8, num_batches=STEPS, real=GMMData())
-    trainer = L.Trainer(
-        max_steps=STEPS,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_steps=STEPS, default_root_dir=tmp_path)
     trainer.fit(model, data)
     assert trainer.global_step == STEPS
     student: nn.Module = model.student  # pyright: ignore[reportAssignmentType]

@@ -23,6 +23,7 @@ from onestep.core.testing import (
     assert_params_changed,
     assert_params_unchanged,
     gmm_teacher,
+    quiet_trainer,
     snapshot_params,
 )
 
@@ -30,15 +31,7 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 def _fit(model: ContinuousConsistency, tmp_path, batches: int = 4) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path)
     data = NoiseDataModule(shape=[2], batch_size=32, num_batches=batches, real=GMMData("ring"))
     trainer.fit(model, datamodule=data)
     return trainer

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -24,6 +26,7 @@ __all__ = [
     "check_domain_cli",
     "gmm_teacher",
     "grad_of",
+    "quiet_trainer",
     "snapshot_params",
     "tiny_denoiser",
     "tiny_unet2d",
@@ -343,3 +346,31 @@ def cpu_ddp_spawn(find_unused_parameters: bool = True) -> ClosingDDP:
         process_group_backend="gloo",
         find_unused_parameters=find_unused_parameters,
     )
+
+
+def quiet_trainer(**overrides: Any) -> L.Trainer:
+    """A CPU, single-device Lightning Trainer with no logger, checkpoints, progress bar or summary.
+
+    Keyword arguments override or add Trainer options (``max_steps``, ``max_epochs``,
+    ``default_root_dir``, ``strategy``, ``devices``, ``callbacks`` ...). The defaults are
+    ``accelerator="cpu"``, ``devices=1``, ``logger=False``, ``enable_checkpointing=False``,
+    ``enable_progress_bar=False`` and ``enable_model_summary=False``.
+
+    Training stops after one epoch (``max_epochs=1``) unless the call gives a stopping condition:
+    with ``max_steps``, ``max_epochs`` or ``max_time`` among the overrides no ``max_epochs`` is
+    added, so ``quiet_trainer(max_steps=5)`` runs 5 steps however many epochs that takes, as
+    ``L.Trainer(max_steps=5)`` does. ``default_root_dir`` is left to Lightning (the working
+    directory) unless given; pass ``tmp_path`` where the Trainer may write, e.g. with
+    ``enable_checkpointing=True``.
+    """
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    if not overrides.keys() & {"max_epochs", "max_steps", "max_time"}:
+        options["max_epochs"] = 1
+    return L.Trainer(**(options | overrides))
