@@ -64,7 +64,7 @@ BENCH_PARTS: dict[str, list[str]] = {
 }
 # The trajectory trainers' smoke budget (300 updates) does not yet reach a meaningful gate (cd / ct
 # / sCM stay above half the teacher's 1-step distance), so CI's smoke run leaves them out for now.
-SMOKE_PARTS: dict[str, list[str]] = {"dm": []}
+SMOKE_PARTS: dict[str, list[str]] = {"dm": ["--jobs", "2"]}
 
 
 def run_bench(part: str, out: Path, smoke: bool) -> int:
