@@ -69,7 +69,7 @@ SMOKE_PARTS: dict[str, list[str]] = {"dm": ["--jobs", "2"]}
 
 def run_bench(part: str, out: Path, smoke: bool) -> int:
     """`onestep bench`; in smoke mode its exit status 1 means a figure regressed past tolerance."""
-    args = ["onestep", "bench", "--output", str(out), "--threads", "2"]
+    args = ["onestep", "bench", "--output", os.path.relpath(out.resolve(), ROOT), "--threads", "2"]
     args += ["--smoke", *SMOKE_PARTS[part]] if smoke else BENCH_PARTS[part]
     return subprocess.run(args, cwd=ROOT).returncode
 
