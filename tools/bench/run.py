@@ -94,7 +94,7 @@ def bench_section(md: str) -> str:
     return body.strip()
 
 
-def demo_section(command: str, metrics: dict, md: str) -> str:
+def demo_section(command: str, metrics: dict, md: str, measured: date) -> str:
     rows = {r["method"]: r for r in metrics["rows"]}
     student = next(r for m, r in rows.items() if m.startswith("student"))
     teacher50 = next(r for m, r in rows.items() if m.startswith("teacher 50"))
@@ -114,7 +114,7 @@ def demo_section(command: str, metrics: dict, md: str) -> str:
         [
             "## onestep demo: one-step DMD2 student on sklearn digits",
             "",
-            f"Command: `{command}` · date {date.today()} · machine: {machine()}.",
+            f"Command: `{command}` · date {measured} · machine: {machine()}.",
             "",
             table_and_notes,
             "",
@@ -151,7 +151,9 @@ def main() -> int:
             if status != 0:
                 print(f"onestep bench ({part}) exited with {status}", file=sys.stderr)
                 return status
-    section = demo_section(command, metrics, (out / "metrics.md").read_text())
+    # The demo's date is when its metrics were written (--assemble must not restamp it).
+    measured = date.fromtimestamp((out / "metrics.json").stat().st_mtime)
+    section = demo_section(command, metrics, (out / "metrics.md").read_text(), measured)
     benches = [
         bench_section((args.output / part / "bench.md").read_text())
         + ("" if args.smoke else plots_of(args.output / part))

@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     verb, rest = args[0], args[1:]
     if verb == "--version":
-        print(version("onestep-core"))
+        from onestep.core import __version__  # "0+source" when run from an uninstalled tree
+
+        print(__version__)
         return 0
     if verb == "info":
         return _info()

@@ -116,6 +116,23 @@ def few_step_sampler(student: TrigFlowStudent, noise_seed: int = 1234) -> Callab
     return generate
 
 
+def _noised(
+    cfg: SCMConfig, teacher: GMMDenoiser, batch: tuple[Tensor, ...]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_t, tau, dx/dtau)`` of a batch ``(x0, eps, u)``.
+
+    The proposal angle, the TrigFlow noising ``cos(tau) x0 + sin(tau) sigma_d eps`` and the exact
+    teacher's velocity there.
+    """
+    x0, eps, u = batch
+    tau = proposal_angle(cfg.p_mean + cfg.p_std * u, cfg.sigma_d).clamp(1e-3, math.pi / 2)
+    c, s = torch.cos(tau)[:, None], torch.sin(tau)[:, None]
+    x_t = c * x0 + s * cfg.sigma_d * eps
+    with torch.no_grad():
+        dxdt = teacher_trigflow_velocity(teacher, x_t, tau, cfg.sigma_d)
+    return x_t, tau, dxdt
+
+
 def _update(
     cfg: SCMConfig,
     student: TrigFlowStudent,
@@ -125,12 +142,8 @@ def _update(
     step: int,
 ) -> Tensor:
     """The per-sample sCD loss of one batch ``(x0, eps, u)`` (Alg. 1)."""
-    x0, eps, u = batch
-    tau = proposal_angle(cfg.p_mean + cfg.p_std * u, cfg.sigma_d).clamp(1e-3, math.pi / 2)
-    c, s = torch.cos(tau)[:, None], torch.sin(tau)[:, None]
-    x_t = c * x0 + s * cfg.sigma_d * eps
+    x_t, tau, dxdt = _noised(cfg, teacher, batch)
     with torch.no_grad():
-        dxdt = teacher_trigflow_velocity(teacher, x_t, tau, cfg.sigma_d)
         F_minus, dF = trigflow_jvp(student.F, x_t, tau, dxdt, force_math=False)
         r = tangent_warmup(step, cfg.warmup_steps)
         g = normalize_tangent(
@@ -143,12 +156,7 @@ def _pretrain_loss(
     cfg: SCMConfig, student: TrigFlowStudent, teacher: GMMDenoiser, batch: tuple[Tensor, ...]
 ) -> Tensor:
     """TrigFlow diffusion loss with the exact target: ``||sigma_d F - dx/dtau||^2`` (sec. 3)."""
-    x0, eps, u = batch
-    tau = proposal_angle(cfg.p_mean + cfg.p_std * u, cfg.sigma_d).clamp(1e-3, math.pi / 2)
-    c, s = torch.cos(tau)[:, None], torch.sin(tau)[:, None]
-    x_t = c * x0 + s * cfg.sigma_d * eps
-    with torch.no_grad():
-        dxdt = teacher_trigflow_velocity(teacher, x_t, tau, cfg.sigma_d)
+    x_t, tau, dxdt = _noised(cfg, teacher, batch)
     return ((cfg.sigma_d * student.F(x_t, tau) - dxdt) ** 2).mean()
 
 

@@ -31,7 +31,7 @@ from onestep.core.methods.consistency_function import ConsistencyFunction, consi
 from onestep.core.methods.consistency_grid import ConsistencyGrid
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_random import GlobalBatchRNG
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.objectives import consistency as cm
 from onestep.core.sampling.step import STEP_SOLVERS, ode_step
 
@@ -52,7 +52,7 @@ class _FixedScaleTeacher(nn.Module):
         return self.guided(x_t, t, cond, scale=self.w)
 
 
-class ConsistencyDistillation(L.LightningModule):
+class ConsistencyDistillation(FrozenCheckpoint, L.LightningModule):
     """Consistency distillation (``mode="cd"``) or training (``mode="ct"``) of ``student``.
 
     Args:
@@ -100,6 +100,8 @@ class ConsistencyDistillation(L.LightningModule):
         seed: seed of the per-step draws.
         export_path: if set, :meth:`export_student` writes here when training ends.
     """
+
+    frozen_modules = ("teacher", "guided")
 
     def __init__(
         self,
@@ -359,14 +361,6 @@ class ConsistencyDistillation(L.LightningModule):
         """Adam over the student's trainable parameters (only LoRA ones for LCM-LoRA)."""
         params = [p for p in self.student.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.hparams["lr"], betas=tuple(self.hparams["betas"]))  # pyright: ignore[reportArgumentType]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the teacher (reloaded from its source); the EMA target stays."""
-        drop_frozen(checkpoint, "teacher", "guided")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        restore_frozen(checkpoint, teacher=self.teacher, guided=self.guided)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the consistency function (EMA target if any) as safetensors."""

@@ -30,7 +30,7 @@ from onestep.core.methods.builders import noise_process
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
 from onestep.core.methods.dm_random import GlobalBatchRNG
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.noise import NoiseProcess, append_dims
 from onestep.core.objectives.ctm import ctm_dsm_loss, ctm_jump, ctm_loss, ctm_mid_time
 from onestep.core.sampling.step import ode_solve
@@ -128,7 +128,7 @@ def ctm_generate(
     return x
 
 
-class ConsistencyTrajectory(L.LightningModule):
+class ConsistencyTrajectory(FrozenCheckpoint, L.LightningModule):
     """Distill ``teacher`` into a CTM ``student`` ``G(x_t, t, s)`` (any-time-to-any-time jumps).
 
     Batches carry real samples ``x0`` (``NoiseDataModule(real=GMMData())`` for the toy ring).
@@ -268,14 +268,6 @@ class ConsistencyTrajectory(L.LightningModule):
         """Adam on the student only."""
         betas = tuple(self.hparams["betas"])
         return torch.optim.Adam(self.student.parameters(), lr=self.hparams["lr"], betas=betas)  # pyright: ignore[reportArgumentType]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the teacher: it is reloaded from its own source."""
-        drop_frozen(checkpoint, "teacher")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        restore_frozen(checkpoint, teacher=self.teacher)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the EMA target (the network CTM samples with) as safetensors."""

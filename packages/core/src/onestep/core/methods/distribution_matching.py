@@ -33,7 +33,7 @@ from onestep.core.methods.dm_generate import check_times, generate
 from onestep.core.methods.dm_health import grad_norm, per_sample_norm, trainable
 from onestep.core.methods.dm_random import GlobalBatchRNG
 from onestep.core.methods.dm_teacher import TeacherGuidance
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.noise import NoiseProcess
 
 __all__ = ["DistributionMatching"]
@@ -56,7 +56,7 @@ def _schedule(warmup: int, decay: int) -> Callable[[int], float]:
     return factor
 
 
-class DistributionMatching(L.LightningModule):
+class DistributionMatching(FrozenCheckpoint, L.LightningModule):
     """Distill ``teacher`` into a one- or few-step ``student`` by distribution matching.
 
     One training step (one batch) is one iteration: ``fake_steps`` fake-score updates and one
@@ -371,12 +371,12 @@ class DistributionMatching(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher (reloaded from its source) and keep the draw counter."""
-        drop_frozen(checkpoint, "teacher")
+        super().on_save_checkpoint(checkpoint)
         checkpoint["dm_iteration"] = self.iteration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        restore_frozen(checkpoint, teacher=self.teacher)
+        super().on_load_checkpoint(checkpoint)
         self.iteration = int(checkpoint.get("dm_iteration", 0))
 
     def export_student(self, path: str | Path, **diffusers_kwargs: Any) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["drop_frozen", "restore_frozen"]
+__all__ = ["FrozenCheckpoint", "drop_frozen", "restore_frozen"]
 
 
 def drop_frozen(checkpoint: dict[str, Any], *names: str) -> None:
@@ -29,3 +29,21 @@ def restore_frozen(checkpoint: dict[str, Any], **modules: nn.Module | None) -> N
     for name, module in modules.items():
         if module is not None:
             state.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+
+
+class FrozenCheckpoint:
+    """Lightning checkpoint hooks that leave the frozen submodules ``frozen_modules`` out.
+
+    Mix in before ``L.LightningModule`` and name the attributes (``None`` ones are skipped);
+    a method that saves more state overrides the hooks and calls ``super()`` first.
+    """
+
+    frozen_modules: tuple[str, ...] = ("teacher",)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the frozen modules' weights: they are reloaded from their own sources."""
+        drop_frozen(checkpoint, *self.frozen_modules)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the live frozen modules' weights back, so strict loading of such a file works."""
+        restore_frozen(checkpoint, **{name: getattr(self, name) for name in self.frozen_modules})

@@ -27,7 +27,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
 from onestep.core.methods.dm_random import GlobalBatchRNG
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.noise import append_dims
 from onestep.core.objectives.meanflow import meanflow_loss, meanflow_target, meanflow_times
 from onestep.core.testing import TwoTimeMLP
@@ -86,7 +86,7 @@ def meanflow_generate(u: nn.Module, eps: Tensor, times: list[float] | None = Non
     return z
 
 
-class MeanFlow(L.LightningModule):
+class MeanFlow(FrozenCheckpoint, L.LightningModule):
     """Train (or distill into) an average-velocity model ``u(z, r, t)``.
 
     Batches carry real samples ``x0`` (``NoiseDataModule(real=GMMData())`` for the toy ring).
@@ -212,14 +212,6 @@ class MeanFlow(L.LightningModule):
         """Adam on the student only."""
         betas = tuple(self.hparams["betas"])
         return torch.optim.Adam(self.student.parameters(), lr=self.hparams["lr"], betas=betas)  # pyright: ignore[reportArgumentType]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the teacher: it is reloaded from its own source."""
-        drop_frozen(checkpoint, "teacher")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        restore_frozen(checkpoint, teacher=self.teacher)
 
     def export_student(self, path: str | Path) -> Path:
         """Write the EMA model (or the raw one without EMA) as safetensors."""

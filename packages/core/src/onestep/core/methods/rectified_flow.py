@@ -34,7 +34,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
 from onestep.core.methods.dm_random import GlobalBatchRNG
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.objectives.distances import squared_l2
 from onestep.core.objectives.flow_matching import (
     distillation_loss,
@@ -70,7 +70,7 @@ def euler_sample(student: nn.Module, z: Tensor, nfe: int, cond: Any = None) -> T
     return ode_sample(student, z, nfe, solver="euler", cond=cond)  # pyright: ignore[reportArgumentType]
 
 
-class RectifiedFlow(L.LightningModule):
+class RectifiedFlow(FrozenCheckpoint, L.LightningModule):
     """Train a rectified-flow student: flow matching, reflow, or one-step distillation.
 
     Args:
@@ -97,6 +97,8 @@ class RectifiedFlow(L.LightningModule):
             and sliced per rank (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
         export_path: if set, :meth:`export_student` writes the EMA student here at the end.
     """
+
+    frozen_modules = ("teacher", "perceptual")
 
     def __init__(
         self,
@@ -261,14 +263,6 @@ class RectifiedFlow(L.LightningModule):
         """Adam on the student."""
         betas = tuple(self.hparams["betas"])
         return torch.optim.Adam(self.student.parameters(), lr=self.hparams["lr"], betas=betas)  # pyright: ignore[reportArgumentType]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the teacher and the perceptual net: both are reloaded from their sources."""
-        drop_frozen(checkpoint, "teacher", "perceptual")
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the live teacher / perceptual weights back so strict loading works."""
-        restore_frozen(checkpoint, teacher=self.teacher, perceptual=self.perceptual)
 
     def export_student(self, path: str | Path, **diffusers_kwargs: Any) -> Path:
         """Write the EMA student (safetensors, or a diffusers folder for a diffusers student)."""

@@ -28,7 +28,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm, per_sample_norm
 from onestep.core.methods.dm_random import GlobalBatchRNG
-from onestep.core.methods.frozen_state import drop_frozen, restore_frozen
+from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.methods.scm_jvp import TrigFlowStudent, trigflow_jvp
 from onestep.core.noise import NoiseProcess, Trig, append_dims
 from onestep.core.objectives.dsm import mean_flat
@@ -93,7 +93,7 @@ def teacher_trigflow_velocity(
     return trigflow_velocity(x_t, teacher(x_in, t_teacher.to(x_t.dtype), cond), tau)
 
 
-class ContinuousConsistency(L.LightningModule):
+class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
     """sCD / sCT (Lu & Song 2024) of a :class:`TrigFlowStudent`.
 
     Args:
@@ -241,12 +241,12 @@ class ContinuousConsistency(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher (reloaded from its source) and keep the draw counter."""
-        drop_frozen(checkpoint, "teacher")
+        super().on_save_checkpoint(checkpoint)
         checkpoint["scm_iteration"] = self.iteration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put the live teacher's weights back, so strict loading of a teacher-less file works."""
-        restore_frozen(checkpoint, teacher=self.teacher)
+        super().on_load_checkpoint(checkpoint)
         self.iteration = int(checkpoint.get("scm_iteration", 0))
 
     def sampler(self) -> TrigFlowStudent:
