@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from onestep.core.data.noise import NoiseDataModule
 from onestep.core.methods.builders import GMMData, gmm_teacher_module, tiny_denoiser_module
 from onestep.core.methods.ctm import ConsistencyTrajectory, ctm_student_module
+from onestep.core.methods.dm_random import micro_batch_iteration
 from onestep.core.methods.meanflow import MeanFlow, meanflow_student_module
 from onestep.core.methods.rectified_flow import TIME_SAMPLERS, RectifiedFlow
 from onestep.core.testing import quiet_trainer
@@ -158,3 +159,34 @@ def test_ctm_times_and_noise_are_rank_slices_of_the_global_draw(world: int):
     hp = module.hparams
     assert bool(((t >= hp["t_min"]) & (t <= hp["t_max"])).all())
     assert bool(((s >= 0) & (s <= u) & (u <= t)).all()) and bool((s == 0).any())
+
+
+# -- gradient accumulation: each micro-batch draws anew ---------------------------------------
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_micro_batches_of_one_accumulated_step_get_their_own_draws(accumulate: int, tmp_path):
+    """With ``accumulate_grad_batches = k`` the k micro-batches of a step reseed differently."""
+    module = _rectified_flow(seed=0)
+    seen: list[int] = []
+    reseed = module.rng.reseed
+
+    def spy(iteration: int) -> None:
+        seen.append(iteration)
+        reseed(iteration)
+
+    module.rng.reseed = spy  # pyright: ignore[reportAttributeAccessIssue]
+    n_batches = 2 * accumulate + 1  # the epoch ends mid-accumulation
+    data = NoiseDataModule([2], batch_size=8, num_batches=n_batches, real=GMMData())
+    trainer = quiet_trainer(
+        max_epochs=2, accumulate_grad_batches=accumulate, default_root_dir=tmp_path
+    )
+    trainer.fit(module, data)
+    assert len(seen) == 2 * n_batches
+    assert len(set(seen)) == len(seen), seen  # no two micro-batches share their draws
+    assert seen[:accumulate] == list(range(accumulate))
+
+
+def test_micro_batch_iteration_without_a_trainer_is_the_global_step():
+    module = _rectified_flow(seed=0)
+    assert micro_batch_iteration(module, batch_idx=5) == 0

@@ -30,7 +30,7 @@ from onestep.core.ema import ema_update_
 from onestep.core.methods.consistency_function import ConsistencyFunction, consistency_sample
 from onestep.core.methods.consistency_grid import ConsistencyGrid
 from onestep.core.methods.dm_export import export_student
-from onestep.core.methods.dm_random import GlobalBatchRNG
+from onestep.core.methods.dm_random import GlobalBatchRNG, micro_batch_iteration
 from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.objectives import consistency as cm
 from onestep.core.sampling.step import STEP_SOLVERS, ode_step
@@ -192,8 +192,7 @@ class ConsistencyDistillation(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One consistency update (Song et al. 2023, Alg. 2 / 3); the EMA follows the step."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.global_step)
+        self.rng.start(self, micro_batch_iteration(self, batch_idx))
         if "x0" not in batch:
             raise ValueError(
                 "consistency distillation/training needs real samples: give the datamodule a "

@@ -198,8 +198,7 @@ class ConsistencyTrajectory(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """One CTM update: soft consistency matching + DSM, then the EMA target (Alg. 1)."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.global_step)
+        self.rng.start(self, self.global_step)
         if "x0" not in batch:
             raise ValueError("CTM trains on data: batches need 'x0' (NoiseDataModule(real=...))")
         x0, cond = batch["x0"], batch.get("cond")

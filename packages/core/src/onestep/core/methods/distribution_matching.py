@@ -186,8 +186,7 @@ class DistributionMatching(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """``fake_steps`` fake-score updates, then one student update (DMD2, Alg. 1)."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.iteration)
+        self.rng.start(self, self.iteration)
         opt_student, opt_fake = self.optimizers()  # pyright: ignore[reportGeneralTypeIssues]
         cond, x_real = batch.get("cond"), batch.get("x0")
         logs: dict[str, Tensor] = {}

@@ -6,16 +6,39 @@ hands rank ``r`` of ``W`` the items ``r, r + W, r + 2W, ...`` of each global bat
 keeps rows ``r::W``. One process with batch ``B`` and ``W`` processes with ``B / W`` each then use
 the same times and noise for the same items (the DDP-equivalence test relies on it), and a resumed
 run redraws exactly what it would have drawn (per-step seeding, as in EDM2's training loop).
+
+Under gradient accumulation (automatic optimisation with ``accumulate_grad_batches = k``) one
+optimizer step sees ``k`` micro-batches; :func:`micro_batch_iteration` numbers them
+``global_step * k + batch_idx % k`` so that each micro-batch gets its own draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["GlobalBatchRNG"]
+__all__ = ["GlobalBatchRNG", "micro_batch_iteration"]
+
+
+def micro_batch_iteration(module: Any, batch_idx: int) -> int:
+    """The draw index of this micro-batch: ``global_step * k + batch_idx % k``.
+
+    ``k`` is the trainer's ``accumulate_grad_batches`` (1 without a trainer). Lightning's
+    ``global_step`` counts optimizer steps, so reseeding on it alone would repeat the same times
+    and noise for all ``k`` micro-batches of one accumulated step. The index is unique per
+    micro-batch also across epochs (an epoch that ends mid-accumulation steps the optimizer, so
+    ``global_step`` moves on before ``batch_idx`` restarts at 0).
+
+    Args:
+        module: the LightningModule (``global_step`` and ``trainer``).
+        batch_idx: the ``batch_idx`` of ``training_step``.
+    """
+    trainer = getattr(module, "_trainer", None)
+    k = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    return int(module.global_step) * k + batch_idx % k
 
 
 class GlobalBatchRNG:
@@ -42,6 +65,11 @@ class GlobalBatchRNG:
         self.__dict__.update(state)
         self.generator = torch.Generator()
         self.reseed(0)
+
+    def start(self, module: Any, iteration: int) -> None:
+        """Take ``module``'s rank and world size, then :meth:`reseed` for ``iteration``."""
+        self.rank, self.world_size = module.global_rank, module.trainer.world_size
+        self.reseed(iteration)
 
     def reseed(self, iteration: int) -> None:
         """Start the draws of training iteration ``iteration``."""

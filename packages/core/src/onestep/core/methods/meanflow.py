@@ -152,8 +152,7 @@ class MeanFlow(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """One MeanFlow update (Alg. 1), then the EMA."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.global_step)
+        self.rng.start(self, self.global_step)
         if "x0" not in batch:
             raise ValueError(
                 "MeanFlow trains on data: batches need 'x0' (NoiseDataModule(real=...))"

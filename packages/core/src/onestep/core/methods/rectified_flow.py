@@ -33,7 +33,7 @@ from onestep.core.denoiser import Denoiser
 from onestep.core.ema import ema_update_
 from onestep.core.methods.dm_export import export_student
 from onestep.core.methods.dm_health import grad_norm
-from onestep.core.methods.dm_random import GlobalBatchRNG
+from onestep.core.methods.dm_random import GlobalBatchRNG, micro_batch_iteration
 from onestep.core.methods.frozen_state import FrozenCheckpoint
 from onestep.core.objectives.distances import squared_l2
 from onestep.core.objectives.flow_matching import (
@@ -93,8 +93,9 @@ class RectifiedFlow(FrozenCheckpoint, L.LightningModule):
         pair_steps: teacher solver steps for on-the-fly pairs.
         pair_solver: teacher solver for on-the-fly pairs.
         health_every: log ``health/*`` every this many steps (0: never).
-        seed: seed of the per-step draws (training times), reseeded by ``(seed, global_step)``
-            and sliced per rank (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
+        seed: seed of the per-step draws (training times), reseeded per micro-batch
+            (:func:`~onestep.core.methods.dm_random.micro_batch_iteration`) and sliced per rank
+            (:class:`~onestep.core.methods.dm_random.GlobalBatchRNG`).
         export_path: if set, :meth:`export_student` writes the EMA student here at the end.
     """
 
@@ -154,8 +155,7 @@ class RectifiedFlow(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One update: pairs ``(z, x0)``, the mode's loss, EMA, logs."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.global_step)
+        self.rng.start(self, micro_batch_iteration(self, batch_idx))
         z, x0 = self.pairs(batch)
         cond = batch.get("cond")
         if self.hparams["mode"] == "distill":

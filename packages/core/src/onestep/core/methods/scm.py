@@ -166,8 +166,7 @@ class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One sCD / sCT update (sec. 4, Alg. 1 and 2)."""
-        self.rng.rank, self.rng.world_size = self.global_rank, self.trainer.world_size
-        self.rng.reseed(self.iteration)
+        self.rng.start(self, self.iteration)
         if "x0" not in batch:
             raise ValueError("sCM needs real samples: give the NoiseDataModule a real= source")
         x0, cond = batch["x0"], batch.get("cond")
