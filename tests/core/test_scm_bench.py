@@ -61,3 +61,29 @@ def test_scd_converges_on_the_exact_ring_teacher():
     after = [energy_distance(res.generate(eps, nfe), real) for nfe in (1, 2)]
     assert before > 1.0
     assert max(after) < 0.3, after  # measured: 0.093 (1 NFE), 0.164 (2 NFE)
+
+
+@pytest.mark.slow
+def test_tuned_scd_beats_the_teachers_four_step_sampler_at_two_nfe():
+    """The bench default against the exact teacher's Euler-4 on the same latents, seed 0.
+
+    The reference sampler is the rectified-flow teacher's, as in the benchmark table.
+    2 NFE meets the goal (measured 0.57x); 1 NFE does not yet (measured 1.2-1.6x, see the
+    module docstring), so it is held to 2x here: a regression past that fails.
+    """
+    from onestep.core import sampling
+    from onestep.core.bench.gmm_train import flush_denormals
+    from onestep.core.bench.traj_common import ring_teacher
+    from onestep.core.metrics import energy_distance, mode_coverage
+
+    torch.set_num_threads(1)
+    mixture, teacher = ring_teacher()
+    eps = torch.randn(4000, 2, generator=torch.Generator().manual_seed(100))
+    true = mixture.sample(4000, torch.Generator().manual_seed(200))
+    with flush_denormals():
+        teacher_4 = energy_distance(sampling.sample(teacher, eps, 4, solver="euler"), true)
+        result = train_scm("scm", seed=0)
+        x1, x2 = result.generate(eps, 1), result.generate(eps, 2)
+    assert energy_distance(x2, true) < teacher_4
+    assert energy_distance(x1, true) < 2 * teacher_4
+    assert mode_coverage(x1, mixture).all_covered and mode_coverage(x2, mixture).all_covered
