@@ -239,5 +239,8 @@ def train_scm(
                 log(f"scm step {step}: loss {loss.item():.4f}")
     train_s = time.perf_counter() - start
     ema.eval()
-    notes = f"sCD (TrigFlow, sigma_d {cfg.sigma_d}), exact teacher velocity; EMA student"
+    notes = (
+        f"sCD (TrigFlow, sigma_d {cfg.sigma_d}), exact teacher velocity; F first fitted to it "
+        f"({cfg.pretrain_steps} updates, in train s); EMA student"
+    )
     return TrajResult("scm", seed, few_step_sampler(ema), train_s, n_steps, notes)
