@@ -89,6 +89,28 @@ def test_tangent_is_cos_times_df_dtau_along_the_trajectory():
         torch.testing.assert_close(g, c * _df_dtau_fd(student, x0, z, tau), rtol=1e-6, atol=1e-8)
 
 
+def test_tangent_cos_power_weights_df_dtau_by_cos_to_that_power():
+    student = _student()
+    x0, z = torch.randn(5, 3, dtype=torch.float64), SIGMA_D * torch.randn(5, 3, dtype=torch.float64)
+    tau = 0.1 + 1.3 * torch.rand(5, dtype=torch.float64)
+    c, s = torch.cos(tau)[:, None], torch.sin(tau)[:, None]
+    x_t, v = c * x0 + s * z, -s * x0 + c * z
+    with torch.no_grad():
+        F, dF = trigflow_jvp(student.F, x_t, tau, v)
+        df = _df_dtau_fd(student, x0, z, tau)
+        for p in (0.0, 0.5, 2.0):
+            g = scm_tangent(x_t, v, F, dF, tau, SIGMA_D, 1.0, cos_power=p)
+            torch.testing.assert_close(g, c**p * df, rtol=1e-6, atol=1e-8)
+        # at the 1-step angle the paper's tangent vanishes; p = 0 keeps df/dtau
+        top = torch.full((5,), math.pi / 2, dtype=torch.float64)
+        F, dF = trigflow_jvp(student.F, z, top, -x0)
+        paper = scm_tangent(z, -x0, F, dF, top, SIGMA_D, 1.0)
+        plain = scm_tangent(z, -x0, F, dF, top, SIGMA_D, 1.0, cos_power=0.0)
+    assert paper.abs().max() < 1e-6 < plain.abs().max()
+    with pytest.raises(ValueError, match="cos_power"):
+        scm_tangent(x_t, v, F, dF, tau, SIGMA_D, 1.0, cos_power=-1.0)
+
+
 def test_normalize_and_clip():
     g = torch.randn(4, 2, 3) * 5
     out = normalize_tangent(g, 0.1)

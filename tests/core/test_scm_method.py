@@ -79,6 +79,8 @@ def test_constructor_errors():
         ContinuousConsistency(student, None, mode="ct")
     with pytest.raises(TypeError, match="TrigFlowStudent"):
         ContinuousConsistency(TinyMLP(2), None, mode="sct")  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match="tangent_cos_power"):
+        ContinuousConsistency(student, None, mode="sct", tangent_cos_power=-0.5)
 
 
 def test_teacher_velocity_is_process_independent():

@@ -110,6 +110,9 @@ class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
         warmup_steps: tangent warm-up: ``r`` ramps from 0 to 1 over this many steps.
         tangent_c: ``c`` of tangent normalisation ``g / (||g|| + c)``; ``None`` disables it.
         tangent_clip: clip ``g`` to ``[-tangent_clip, tangent_clip]``; ``None`` disables it.
+        tangent_cos_power: ``p`` of ``g = cos^p(tau) df-/dtau``
+            (:func:`~onestep.core.objectives.scm.scm_tangent`); 1 is the paper's, 0 keeps a
+            signal at the 1-step angle.
         ema_decay: decay of the EMA student used for sampling/export; 0 disables it.
         grad_clip: clip the gradient norm to this (``None``: no clipping).
         seed: seed of the per-step draws (times, noise).
@@ -130,6 +133,7 @@ class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
         warmup_steps: int = 0,
         tangent_c: float | None = 0.1,
         tangent_clip: float | None = None,
+        tangent_cos_power: float = 1.0,
         ema_decay: float = 0.0,
         grad_clip: float | None = None,
         seed: int = 0,
@@ -137,6 +141,8 @@ class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["student", "teacher", "weighting"])
+        if tangent_cos_power < 0:
+            raise ValueError(f"tangent_cos_power must be >= 0 (paper: 1), got {tangent_cos_power}")
         self.automatic_optimization = False
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use 'scd' (with a teacher) or 'sct'")
@@ -196,7 +202,8 @@ class ContinuousConsistency(FrozenCheckpoint, L.LightningModule):
         with torch.no_grad():
             F_minus, dF = trigflow_jvp(lambda x, s: self.student.F(x, s, cond), x_t, tau, dxdt)
             r = tangent_warmup(self.iteration, hp["warmup_steps"])
-            g_raw = scm_tangent(x_t, dxdt, F_minus, dF, tau, self.sigma_d, r)
+            p = hp.get("tangent_cos_power", 1.0)
+            g_raw = scm_tangent(x_t, dxdt, F_minus, dF, tau, self.sigma_d, r, p)
             g = g_raw
             if hp["tangent_c"] is not None:
                 g = normalize_tangent(g, hp["tangent_c"])
