@@ -61,6 +61,7 @@ BENCH_PARTS: dict[str, list[str]] = {
         "2",
     ],
     "traj": ["--only", "traj", "--seeds", "0,1,2", "--jobs", "2"],
+    "digits_traj": ["--only", "digits-traj"],
 }
 # The trajectory trainers' smoke budget (300 updates) does not yet reach a meaningful gate (cd / ct
 # / sCM stay above half the teacher's 1-step distance), so CI's smoke run leaves them out for now.
@@ -135,7 +136,7 @@ def main() -> int:
     parser.add_argument(
         "--parts",
         default="demo," + ",".join(BENCH_PARTS),
-        help="comma-separated parts to run (demo, dm, traj); the others are reassembled as is",
+        help="comma-separated parts to run (demo, dm, traj, digits_traj); others reassembled",
     )
     args = parser.parse_args()
     parts = set() if args.assemble else set(args.parts.split(","))

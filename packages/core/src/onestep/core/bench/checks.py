@@ -35,6 +35,7 @@ FULL_GOALS: dict[str, float] = {
     "light_recall_gain_min": 0.01,
     "digits_fd_over_teacher4_max": 1.0,
     "traj_over_teacher4_max": 1.0,
+    "digits_traj_fd_over_teacher4_max": 1.0,
 }
 
 
@@ -133,6 +134,24 @@ def _traj_checks(traj: dict, tol: dict[str, float], smoke: bool) -> list[Check]:
     return out
 
 
+def _digits_traj_checks(digits_traj: dict, tol: dict[str, float]) -> list[Check]:
+    """Goals of issue #4 on digits: each method's FD / the teacher's 4-step FD; never gate.
+
+    Reported as goals at every budget (also under ``--smoke``): a tiny budget says nothing
+    about whether a method can meet them.
+    """
+    return [
+        Check(
+            f"digits traj {r['method']} at {r['nfe']} NFE: FD / teacher 4-step",
+            r["fd_over_teacher4"],
+            "<=",
+            tol["digits_traj_fd_over_teacher4_max"],
+            gate=False,
+        )
+        for r in digits_traj["rows"]
+    ]
+
+
 def checks_for(result: dict, smoke: bool, overrides: dict[str, float] | None = None) -> list[Check]:
     """The checks of a result; smoke checks gate the exit code, full-budget goals do not."""
     tol = {**FULL_GOALS, **(SMOKE_TOLERANCES if smoke else {}), **(overrides or {})}
@@ -149,6 +168,8 @@ def checks_for(result: dict, smoke: bool, overrides: dict[str, float] | None = N
         )
     if "traj" in result:
         out += _traj_checks(result["traj"], tol, smoke)
+    if "digits-traj" in result:
+        out += _digits_traj_checks(result["digits-traj"], tol)
     if "digits" in result:
         rows = result["digits"]["rows"]
         student = fd_of(rows, "student")

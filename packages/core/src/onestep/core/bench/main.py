@@ -14,7 +14,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from onestep.core.bench.timing import time_dmd2_step
 
 __all__ = ["PARTS", "SMOKE_GMM", "bench_main", "build_parser"]
 
-PARTS: tuple[str, ...] = ("gmm", "timing", "digits", "traj")
+PARTS: tuple[str, ...] = ("gmm", "timing", "digits", "traj", "digits-traj")
 SMOKE_PARTS: tuple[str, ...] = ("gmm", "timing")  # digits needs a trained teacher: minutes
 SMOKE_GMM = GMMBudget(
     steps=1500, unbalanced_steps=0, eval_every=500, n_eval=2000, latency_repeats=3
@@ -81,21 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="onestep bench",
         description="Benchmark the core objectives: distribution matching (dmd2, vsd, sid, sim, "
         "fdiv-js) as one-step students of an exact 2-D mixture teacher and of the digits "
-        "teacher, and the trajectory family (consistency, flow, CTM, MeanFlow) at 1 and 2 NFE; "
+        "teacher, and the trajectory family (consistency, flow, CTM, MeanFlow, sCM) at 1 and 2 NFE "
+        "on the 2-D mixture and on the digits teacher; "
         "writes bench.md, bench.json, quality_vs_step.png and quality_vs_nfe.png.",
     )
     p.add_argument("--smoke", action="store_true", help="about a minute; fails past tolerances")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--output", type=Path, default=Path("onestep-bench"), help="output folder")
     p.add_argument("--seeds", type=_int_list, default=None, help="e.g. 0,1,2 (smoke: 0)")
-    p.add_argument("--steps", type=_positive, default=None, help="student updates per 2-D run")
+    p.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="student updates per 2-D run (and per digits-traj method)",
+    )
     p.add_argument(
         "--objectives", default=",".join(OBJECTIVES), help="comma-separated 2-D objectives"
     )
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated trajectory methods (default: all of TRAJ_METHODS)",
+        help="comma-separated trajectory methods (default: all of TRAJ_METHODS; digits-traj: "
+        "all of DIGITS_TRAJ_METHODS, and it runs those of the list it has)",
     )
     p.add_argument(
         "--only",
@@ -145,6 +152,26 @@ def _gmm_budget(args: argparse.Namespace) -> GMMBudget:
     return budget
 
 
+def _run_digits_traj(args: argparse.Namespace) -> dict:
+    from onestep.core.bench.digits_traj import (
+        DIGITS_TRAJ_METHODS,
+        SMOKE_DIGITS_TRAJ,
+        DigitsTrajBudget,
+        run_digits_traj,
+    )
+
+    print("digits-traj: trajectory-family students of the digits teacher at 1 and 2 NFE")
+    budget = SMOKE_DIGITS_TRAJ if args.smoke else DigitsTrajBudget()
+    if args.steps is not None:
+        budget = replace(budget, steps=args.steps)
+    wanted = args.methods.split(",") if args.methods else list(DIGITS_TRAJ_METHODS)
+    methods = [m for m in wanted if m in DIGITS_TRAJ_METHODS]
+    skipped = [m for m in wanted if m and m not in DIGITS_TRAJ_METHODS]
+    if skipped:
+        print(f"  digits-traj: no digits trainer for {skipped}; skipped")
+    return run_digits_traj(budget, methods)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the chosen parts; returns the JSON-ready result."""
     start = time.perf_counter()
@@ -175,6 +202,8 @@ def run(args: argparse.Namespace) -> dict:
         steps = SMOKE_TRAJ_STEPS if args.smoke else args.steps
         n_eval = SMOKE_GMM.n_eval if args.smoke else GMMBudget().n_eval
         result["traj"] = run_trajectory(methods, seeds, steps=steps, n_eval=n_eval, jobs=args.jobs)
+    if "digits-traj" in parts:
+        result["digits-traj"] = _run_digits_traj(args)
     result["machine"] = _machine() + (f", {args.jobs} runs at once" if args.jobs > 1 else "")
     result["date"] = datetime.date.today().isoformat()
     result["wall_s"] = time.perf_counter() - start
@@ -192,12 +221,14 @@ def bench_main(argv: list[str] | None = None) -> int:
         print(f"onestep bench: --output {args.output} is a file; pass a folder", file=sys.stderr)
         return 2
     if args.methods is not None:
+        from onestep.core.bench.digits_traj import DIGITS_TRAJ_METHODS
         from onestep.core.bench.trajectory import TRAJ_METHODS
 
-        unknown = [m for m in args.methods.split(",") if m and m not in TRAJ_METHODS]
+        known = set(TRAJ_METHODS) | set(DIGITS_TRAJ_METHODS)
+        unknown = [m for m in args.methods.split(",") if m and m not in known]
         if unknown:
             print(
-                f"onestep bench: unknown --methods {unknown}; use some of {sorted(TRAJ_METHODS)}",
+                f"onestep bench: unknown --methods {unknown}; use some of {sorted(known)}",
                 file=sys.stderr,
             )
             return 2

@@ -133,8 +133,11 @@ def _digits_table(digits: dict) -> list[str]:
 def markdown(result: dict, checks: Sequence[Check], command: str) -> str:
     """The whole report as markdown."""
     dm = bool({"gmm", "timing", "digits"} & result.keys())
-    title = "the core objectives" if dm and "traj" in result else "distribution matching"
+    traj = bool({"traj", "digits-traj"} & result.keys())
+    title = "the core objectives" if dm and traj else "distribution matching"
     title = title if dm else "consistency, flow and trajectory methods"
+    if not dm and set(result) & {"traj", "digits-traj"} == {"digits-traj"}:
+        title += " on digits"
     lines = [f"# onestep bench: {title}", "", f"Command: `{command}`", ""]
     lines.append(
         f"Machine: {result['machine']}; date {result['date']}; wall {result['wall_s']:.0f} s."
@@ -150,6 +153,10 @@ def markdown(result: dict, checks: Sequence[Check], command: str) -> str:
         from onestep.core.bench.report_traj import trajectory_table
 
         lines += [*trajectory_table(result["traj"]), ""]
+    if "digits-traj" in result:
+        from onestep.core.bench.report_digits_traj import digits_traj_table
+
+        lines += [*digits_traj_table(result["digits-traj"]), ""]
     lines += ["## Checks", ""] + [f"- {c.line()}" for c in checks]
     return "\n".join(lines) + "\n"
 

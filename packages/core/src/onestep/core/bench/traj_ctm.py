@@ -34,7 +34,7 @@ from onestep.core.noise import flow
 from onestep.core.objectives.ctm import ctm_loss
 from onestep.core.sampling import trajectory
 
-__all__ = ["CTMBenchConfig", "TwoTimeNet", "train_ctm"]
+__all__ = ["CTMBenchConfig", "TwoTimeNet", "ctm_batch_loss", "grid_times", "train_ctm"]
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,22 @@ def _indices(n: int, cfg: CTMBenchConfig) -> tuple[Tensor, Tensor, Tensor]:
     return i_t, i_s, i_u.clamp(max=i_s)
 
 
-def _step_loss(
+def ctm_batch_loss(
     student: TrajectoryStudent,
     target: TrajectoryStudent,
     ts: Tensor,
     xs: Tensor,
     cfg: CTMBenchConfig,
 ) -> Tensor:
-    """CTM's soft consistency matching on teacher trajectory states (the batch mean)."""
+    """CTM's soft consistency matching on teacher trajectory states (the batch mean).
+
+    Args:
+        student: the trained CTM student.
+        target: its EMA (CTM's target network ``theta^-``).
+        ts: the trajectories' times ``[K + 1]``, from 1 down to 0.
+        xs: their states ``[K + 1, N, ...]`` (any data rank); ``K = cfg.grid``.
+        cfg: batch size, grid and the share of the sampler's own time pairs.
+    """
     n = cfg.batch_size
     i_t, i_s, i_u = _indices(n, cfg)
     b = torch.randint(0, xs.shape[1], (n,))
@@ -189,7 +197,7 @@ def train_ctm(
     sched = cosine_to_floor(opt, cfg.steps, cfg.lr_floor)
     with flush_denormals():
         for i in range(cfg.steps):
-            loss = _step_loss(student, target, ts, xs, cfg)
+            loss = ctm_batch_loss(student, target, ts, xs, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -41,7 +41,14 @@ from onestep.core.objectives.flow_matching import (
 )
 from onestep.core.sampling import ode_pairs
 
-__all__ = ["FLOW_METHODS", "FlowBenchConfig", "VelocityMLP", "train_flow"]
+__all__ = [
+    "FLOW_METHODS",
+    "FlowBenchConfig",
+    "VelocityMLP",
+    "euler",
+    "flow_generator",
+    "train_flow",
+]
 
 FLOW_METHODS: tuple[str, ...] = ("reflow", "reflow+distill", "kd")
 # KD's training times and their probabilities: t = 1 is the one-step map.
@@ -203,7 +210,13 @@ def _teacher_pairs(cfg: FlowBenchConfig) -> tuple[Tensor, Tensor]:
     return z, x.float()
 
 
-def _generator(method: str, nets: dict[str, nn.Module]) -> Callable[[Tensor, int], Tensor]:
+def flow_generator(method: str, nets: dict[str, nn.Module]) -> Callable[[Tensor, int], Tensor]:
+    """``(eps, nfe) -> x`` of ``method`` (module docstring) from velocity nets ``u(x, t)``.
+
+    ``nets["v"]``: the (reflowed) velocity; ``nets["g"]``: the one-step net, ``G = x - t g``.
+    Rank-agnostic: ``eps`` is ``[B, ...]``, ``t`` is passed as ``[B]``.
+    """
+
     def generate(eps: Tensor, nfe: int) -> Tensor:
         if nfe < 1:
             raise ValueError(f"nfe must be >= 1, got {nfe}")
@@ -268,4 +281,4 @@ def train_flow(
     say(f"{method}: trained in {train_s:.1f}s")
     total = _main_steps(cfg) + (cfg.distill_steps if method == "reflow+distill" else 0)
     notes = f"teacher pairs: {cfg.pair_steps}-step Heun; {_NOTES[method]}"
-    return TrajResult(method, seed, _generator(method, nets), train_s, total, notes)
+    return TrajResult(method, seed, flow_generator(method, nets), train_s, total, notes)
