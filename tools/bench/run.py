@@ -63,9 +63,10 @@ BENCH_PARTS: dict[str, list[str]] = {
     "traj": ["--only", "traj", "--seeds", "0,1,2", "--jobs", "2"],
     "digits_traj": ["--only", "digits-traj"],
 }
-# The trajectory trainers' smoke budget (300 updates) does not yet reach a meaningful gate (cd / ct
-# / sCM stay above half the teacher's 1-step distance), so CI's smoke run leaves them out for now.
-SMOKE_PARTS: dict[str, list[str]] = {"dm": ["--jobs", "2"]}
+SMOKE_PARTS: dict[str, list[str]] = {
+    "dm": ["--jobs", "2"],
+    "traj": ["--only", "traj", "--jobs", "2"],
+}
 
 
 def run_bench(part: str, out: Path, smoke: bool) -> int:

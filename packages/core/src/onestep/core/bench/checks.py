@@ -20,8 +20,9 @@ SMOKE_TOLERANCES: dict[str, float] = {
     "dmd2_modes_min": 7.0,
     # DMD2 step time / sum of its passes (noisy on a shared CPU, hence 1.5 rather than 1.15)
     "step_overhead_max": 1.5,
-    # trajectory methods after a few hundred updates: energy / the teacher's 1-step energy
-    "traj_over_teacher1_max": 0.5,
+    # trajectory methods (cd, kd, meanflow) after 1,000 updates: energy / the teacher's 2-step
+    # energy; measured 0.22 (cd, 1 NFE), 0.07 (meanflow), 0.02 (kd)
+    "traj_over_teacher2_max": 0.5,
     # digits: student FD / teacher 1-step FD (only when digits run in smoke)
     "digits_fd_over_teacher1_max": 1.0,
 }
@@ -103,15 +104,15 @@ def _gmm_checks(gmm: dict, tol: dict[str, float], smoke: bool) -> list[Check]:
 
 
 def _traj_checks(traj: dict, tol: dict[str, float], smoke: bool) -> list[Check]:
-    t1 = next(t["energy_mean"] for t in traj["teacher"] if t["nfe"] == 1)
+    t2 = next(t["energy_mean"] for t in traj["teacher"] if t["nfe"] == 2)
     out = []
     for r in traj["rows"]:
         name = f"traj {r['method']} at {r['nfe']} NFE"
         if smoke:
-            ratio = r["energy_mean"] / t1
+            ratio = r["energy_mean"] / t2
             out.append(
                 Check(
-                    f"{name}: energy / teacher 1-step", ratio, "<=", tol["traj_over_teacher1_max"]
+                    f"{name}: energy / teacher 2-step", ratio, "<=", tol["traj_over_teacher2_max"]
                 )
             )
             continue

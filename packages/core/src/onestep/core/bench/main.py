@@ -33,7 +33,10 @@ SMOKE_PARTS: tuple[str, ...] = ("gmm", "timing")  # digits needs a trained teach
 SMOKE_GMM = GMMBudget(
     steps=1500, unbalanced_steps=0, eval_every=500, n_eval=2000, latency_repeats=3
 )
-SMOKE_TRAJ_STEPS = 300  # trajectory trainers' updates per smoke run
+SMOKE_TRAJ_STEPS = 1000  # trajectory trainers' updates per smoke run
+# the smoke run's trajectory methods: one of each kind (consistency, teacher pairs, MeanFlow's
+# jvp target), together ~20 s on one core
+SMOKE_TRAJ_METHODS: tuple[str, ...] = ("cd", "kd", "meanflow")
 SMOKE_DIGITS = DigitsBudget(
     teacher_steps=300,
     classifier_steps=100,
@@ -198,7 +201,8 @@ def run(args: argparse.Namespace) -> dict:
     if "traj" in parts:
         from onestep.core.bench.trajectory import TRAJ_METHODS, run_trajectory
 
-        methods = [m for m in (args.methods or ",".join(TRAJ_METHODS)).split(",") if m]
+        default = SMOKE_TRAJ_METHODS if args.smoke else TRAJ_METHODS
+        methods = [m for m in (args.methods or ",".join(default)).split(",") if m]
         steps = SMOKE_TRAJ_STEPS if args.smoke else args.steps
         n_eval = SMOKE_GMM.n_eval if args.smoke else GMMBudget().n_eval
         result["traj"] = run_trajectory(methods, seeds, steps=steps, n_eval=n_eval, jobs=args.jobs)
