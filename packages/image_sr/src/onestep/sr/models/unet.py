@@ -121,6 +121,7 @@ def tiny_unet(
             down_block_types=("DownBlock2D",) * n,
             up_block_types=("UpBlock2D",) * n,
             norm_num_groups=groups,
+            add_attention=False,  # global attention at the mid level would not fit whole photos
         )
         if lr_skip:  # zero output layer: the untrained net returns z_L, the bicubic image, exactly
             nn.init.zeros_(unet.conv_out.weight)

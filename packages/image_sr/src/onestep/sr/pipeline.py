@@ -1,0 +1,136 @@
+"""The shared training pipeline of ``onestep-sr demo`` and ``onestep-sr bench``.
+
+Train (or load from the user cache) the package's pixel-space SR teacher on the embedded photos,
+then train one-step students from it, each with the same data, crops and seed. Every phase is a
+plain Lightning ``fit`` with ``max_epochs=1`` over ``steps * batch_size`` crops, so one training
+step is one batch whatever the number of optimizers a method steps per batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from onestep.core.demo._cache import load_or_train
+from onestep.sr.data.datamodule import SRDataModule
+from onestep.sr.methods.osediff import OSEDiffVSD
+from onestep.sr.models import teacher as teacher_module
+from onestep.sr.models import unet as unet_module
+from onestep.sr.models.teacher import SRTeacher
+from onestep.sr.models.unet import tiny_unet
+
+__all__ = ["STUDENTS", "TeacherConfig", "fit", "load_or_train_teacher", "train_student"]
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Everything that determines the demo teacher's weights (the cache key hashes it).
+
+    Args:
+        scale: SR factor.
+        crop: HR training crop side.
+        batch_size: crops per step.
+        steps: training steps.
+        widths: UNet channels per level.
+        lr: AdamW learning rate.
+        seed: seed of initialisation, crops and noise.
+    """
+
+    scale: int = 4
+    crop: int = 64
+    batch_size: int = 8
+    steps: int = 1500
+    widths: tuple[int, ...] = (32, 64, 64)
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def datamodule(scale: int, crop: int, batch_size: int, steps: int, seed: int) -> SRDataModule:
+    """The embedded photos as ``steps`` batches of bicubic ``x scale`` crops."""
+    return SRDataModule(
+        scale=scale,
+        crop=crop,
+        batch_size=batch_size,
+        samples_per_epoch=steps * batch_size,
+        seed=seed,
+    )
+
+
+def fit(module: L.LightningModule, data: SRDataModule, out: Path | None, progress: bool) -> None:
+    """One epoch of ``module`` on ``data``, no validation, no logger, no checkpoints."""
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=str(out) if out is not None else None,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Frozen teachers stay in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        trainer.fit(module, datamodule=data)
+
+
+def load_or_train_teacher(
+    config: TeacherConfig, *, retrain: bool = False, progress: bool = True, log=print
+) -> tuple[SRTeacher, bool]:
+    """The demo teacher from the user cache, or trained now and cached; ``(teacher, cached)``."""
+    teacher = SRTeacher(
+        net=tiny_unet(widths=config.widths, seed=config.seed), scale=config.scale, lr=config.lr
+    )
+
+    def train(_: Any) -> None:
+        L.seed_everything(config.seed, verbose=False)
+        data = datamodule(config.scale, config.crop, config.batch_size, config.steps, config.seed)
+        fit(teacher, data, None, progress)
+
+    # Only the EMA network is cached: it is what the sampler (and every student) uses.
+    sources = [Path(teacher_module.__file__), Path(unet_module.__file__), Path(__file__)]
+    cached = load_or_train(
+        "sr-teacher", asdict(config), sources, teacher.ema_net, train, retrain=retrain, log=log
+    )
+    return teacher.eval().requires_grad_(False), cached
+
+
+def _osediff(teacher: SRTeacher, **kwargs: Any) -> L.LightningModule:
+    return OSEDiffVSD(teacher=teacher.ema_denoiser, scale=teacher.scale, **kwargs)
+
+
+#: name -> builder ``(teacher, **overrides) -> LightningModule`` of every benchmarked student.
+STUDENTS: dict[str, Callable[..., L.LightningModule]] = {"osediff": _osediff}
+
+
+def train_student(
+    name: str,
+    teacher: SRTeacher,
+    config: TeacherConfig,
+    steps: int,
+    *,
+    progress: bool = True,
+    **overrides: Any,
+) -> L.LightningModule:
+    """Train the ``name`` student for ``steps`` batches of the teacher's data."""
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student {name!r}; use one of {sorted(STUDENTS)}")
+    L.seed_everything(config.seed, verbose=False)
+    module = STUDENTS[name](teacher, **overrides)
+    data = datamodule(config.scale, config.crop, config.batch_size, steps, config.seed + 1)
+    fit(module, data, None, progress)
+    return module.eval()
+
+
+def threads(n: int | None) -> None:
+    """Use ``n`` intra-op threads (``None``: torch's default)."""
+    if n:
+        torch.set_num_threads(n)
