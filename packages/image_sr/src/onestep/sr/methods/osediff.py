@@ -34,7 +34,7 @@ from onestep.core.methods.dm_health import grad_norm, trainable
 from onestep.sr.losses import perceptual_loss
 from onestep.sr.models.resolvers import StudentResolver
 from onestep.sr.models.student import OneStepStudent
-from onestep.sr.resolver import upsample
+from onestep.sr.resolver import SuperResolver, upsample
 from onestep.sr.space import PixelSpace, Space
 
 __all__ = ["OSEDiffVSD", "lora_fake_score"]
@@ -123,7 +123,8 @@ class OSEDiffVSD(DistributionMatching):
         self.save_hyperparameters(
             ignore=["teacher", "student", "fake_score", "space", "prompt_embeds"]
         )
-        self.space = (space if space is not None else PixelSpace()).requires_grad_(False)
+        # A given space may hold trainable LoRA (the SD student's VAE encoder): not frozen here.
+        self.space = space if space is not None else PixelSpace()
         self.scale = scale
         self.prompt_embeds = prompt_embeds
         self.perceptual_name, self.perceptual = perceptual_loss(perceptual, lpips_weights)
@@ -203,8 +204,11 @@ class OSEDiffVSD(DistributionMatching):
 
     # -- evaluation -------------------------------------------------------------------------------
 
-    def resolver(self) -> StudentResolver:
+    def resolver(self) -> SuperResolver:
         """The student as a one-step super-resolver."""
+        own = getattr(self.student, "super_resolver", None)  # the SD student brings its own
+        if isinstance(own, SuperResolver):
+            return own  # pyright: ignore[reportReturnType]
         multiple = max(1, getattr(self.student, "multiple", 1))
         return StudentResolver(self.student, self.space, self.scale, multiple)
 
