@@ -76,6 +76,32 @@ def run_bench(part: str, out: Path, smoke: bool) -> int:
     return subprocess.run(args, cwd=ROOT).returncode
 
 
+# Domain packages' own `bench` verbs: each writes report.md into its folder; --smoke gates figures.
+DOMAIN_BENCHES: dict[str, list[str]] = {"sr": ["onestep-sr", "bench"]}
+
+
+def run_domain_bench(part: str, out: Path, smoke: bool) -> int:
+    """A domain package's `bench`, in its own process and folder."""
+    args = [*DOMAIN_BENCHES[part], "--output", os.path.relpath(out.resolve(), ROOT)]
+    args += ["--threads", "2", "--no-progress"] + (["--smoke"] if smoke else [])
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+def domain_section(part: str, folder: Path, smoke: bool) -> str:
+    """A domain bench's report, one heading level down, with its command."""
+    report = folder / "report.md"
+    if not report.exists():
+        return ""
+    command = " ".join(["uv run", *DOMAIN_BENCHES[part], "--output", f"runs/bench/{part}"])
+    body = report.read_text().replace("\n## ", "\n### ").replace("# ", "## ", 1).strip()
+    first, _, rest = body.partition("\n")
+    measured = date.fromtimestamp(report.stat().st_mtime)
+    strips = "" if smoke else plots_of(folder)
+    return (
+        f"{first}\n\nCommand: `{command}` · date {measured} · machine: {machine()}.\n{rest}{strips}"
+    )
+
+
 PLOTS = ROOT / "docs" / "bench"  # committed copies of the plots BENCHMARKS.md shows
 
 
@@ -136,8 +162,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--parts",
-        default="demo," + ",".join(BENCH_PARTS),
-        help="comma-separated parts to run (demo, dm, traj, digits_traj); others reassembled",
+        default="demo," + ",".join([*BENCH_PARTS, *DOMAIN_BENCHES]),
+        help="comma-separated parts to run (demo, dm, traj, digits_traj, sr); others reassembled",
     )
     args = parser.parse_args()
     parts = set() if args.assemble else set(args.parts.split(","))
@@ -153,6 +179,12 @@ def main() -> int:
             if status != 0:
                 print(f"onestep bench ({part}) exited with {status}", file=sys.stderr)
                 return status
+    for part in DOMAIN_BENCHES:
+        if part in parts:
+            status = run_domain_bench(part, args.output / part, args.smoke)
+            if status != 0:
+                print(f"{' '.join(DOMAIN_BENCHES[part])} exited with {status}", file=sys.stderr)
+                return status
     # The demo's date is when its metrics were written (--assemble must not restamp it).
     measured = date.fromtimestamp((out / "metrics.json").stat().st_mtime)
     section = demo_section(command, metrics, (out / "metrics.md").read_text(), measured)
@@ -161,6 +193,11 @@ def main() -> int:
         + ("" if args.smoke else plots_of(args.output / part))
         for part in BENCH_PARTS
         if (args.output / part / "bench.md").exists()
+    ]
+    benches += [
+        section
+        for part in DOMAIN_BENCHES
+        if (section := domain_section(part, args.output / part, args.smoke))
     ]
     dm = "\n\n".join(benches)
     if args.smoke:

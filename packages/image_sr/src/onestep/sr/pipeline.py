@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from onestep.core.demo._cache import load_or_train
+from onestep.sr.data import datasets, samples
 from onestep.sr.data.datamodule import SRDataModule
 from onestep.sr.methods.osediff import OSEDiffVSD
 from onestep.sr.models import teacher as teacher_module
@@ -96,7 +97,9 @@ def load_or_train_teacher(
         fit(teacher, data, None, progress)
 
     # Only the EMA network is cached: it is what the sampler (and every student) uses.
-    sources = [Path(teacher_module.__file__), Path(unet_module.__file__), Path(__file__)]
+    # The key: the config, the network/loss code and the data code (not this file, which also
+    # holds the students' registry: adding a student must not retrain the teacher).
+    sources = [Path(m.__file__ or "") for m in (teacher_module, unet_module, datasets, samples)]
     cached = load_or_train(
         "sr-teacher", asdict(config), sources, teacher.ema_net, train, retrain=retrain, log=log
     )
