@@ -1,24 +1,121 @@
 """The ``onestep-sr`` command line.
 
-No verb is built yet: each planned verb says where it is tracked and exits with status 2, so
-nothing pretends to work.
+* ``fit | validate | test | predict``: LightningCLI
+  (:class:`~onestep.core.lightning_cli.OnestepCLI`) on any LightningModule named by ``--config``
+  (``model.class_path``) or ``--model``; the data default to
+  :class:`~onestep.sr.data.SRDataModule` (the embedded photos), e.g.
+  ``onestep-sr fit --config configs/teacher/tiny.yaml`` or
+  ``onestep-sr test --config cfg.yaml --ckpt_path last.ckpt`` (metrics and strips land in
+  ``<log_dir>/test``; see :class:`~onestep.sr.evaluation.SREvaluation`);
+  ``predict`` upscales files with ``--data onestep.sr.evaluation.PredictImages``.
+* ``upscale INPUT... --model DIR --output DIR``: a saved model folder on image files
+  (:mod:`onestep.sr.cli_upscale`).
+* ``demo`` and ``bench``: :mod:`onestep.sr.demo` and :mod:`onestep.sr.bench`.
+
+Lightning and the models are imported only by the verb that runs, so ``--help`` answers at once.
 """
 
-from onestep.core.cli import domain_cli
+from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from importlib.util import find_spec
+from typing import Any
+
+from onestep.core.cli import LIGHTNING_VERBS, domain_cli
+
+__all__ = ["DIST", "PLANNED", "build_main", "main", "run_sr_lightning"]
+
+DIST = "onestep-sr"
+SUMMARY = "one-step image super-resolution (OSEDiff-style VSD, CTMSR, TAD-SR)"
 PLANNED = "planned in issue #5"
+DEFAULT_DATA = "onestep.sr.data.SRDataModule"
+#: verbs served by a module's ``main(argv)``, listed as planned while the module is missing.
+MODULE_VERBS: dict[str, str] = {"demo": "onestep.sr.demo", "bench": "onestep.sr.bench"}
 
-main = domain_cli(
-    "onestep-sr",
-    "one-step image super-resolution (OSEDiff-style VSD, CTMSR, TAD-SR)",
-    verbs={},
-    planned={
-        "fit": PLANNED,
-        "validate": PLANNED,
-        "test": PLANNED,
-        "predict": PLANNED,
-        "upscale": PLANNED,
-        "demo": PLANNED,
-        "bench": PLANNED,
-    },
-)
+Verb = Callable[[list[str]], int]
+
+
+def run_sr_lightning(argv: Sequence[str]) -> Any:
+    """Run ``OnestepCLI`` on ``argv`` (``fit --config ...``) with SR defaults; returns the CLI.
+
+    Any ``LightningModule`` may be named (``model.class_path`` or ``--model``); ``data``
+    defaults to ``SRDataModule`` and may be any ``LightningDataModule`` (e.g.
+    ``onestep.sr.evaluation.PredictImages`` for ``predict``). Raises ``SystemExit`` for
+    ``--help``, ``--print_config`` and parse errors, as LightningCLI does.
+    """
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from onestep.core.lightning_cli import OnestepCLI
+
+    class SRCLI(OnestepCLI):
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
+
+    description = f"{DIST} (LightningCLI; data default to {DEFAULT_DATA})"
+    with warnings.catch_warnings():
+        # The console script passes its own argv as ``args``: nothing is mixed up here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return SRCLI(
+            LightningModule,
+            LightningDataModule,
+            args=list(argv),
+            parser_kwargs={"description": description},
+        )
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def _lightning_verb(verb: str) -> Verb:
+    def run(args: list[str]) -> int:
+        try:
+            run_sr_lightning([verb, *args])
+        except SystemExit as done:  # --help, --print_config, a config error (already printed)
+            return _exit_code(done.code)
+        return 0
+
+    return run
+
+
+def _upscale(args: list[str]) -> int:
+    from onestep.sr.cli_upscale import main as upscale_main
+
+    return upscale_main(args)
+
+
+def _module_verb(module: str) -> Verb:
+    def run(args: list[str]) -> int:
+        try:
+            result = import_module(module).main(args)
+        except SystemExit as done:
+            return _exit_code(done.code)
+        return _exit_code(result)
+
+    return run
+
+
+def _module_exists(module: str) -> bool:
+    return find_spec(module) is not None
+
+
+def build_main(
+    available: Callable[[str], bool] = _module_exists,
+) -> Callable[[Sequence[str] | None], int]:
+    """The console script; ``available(module)`` decides whether demo / bench are built."""
+    verbs: dict[str, Verb] = {v: _lightning_verb(v) for v in LIGHTNING_VERBS}
+    verbs["upscale"] = _upscale
+    planned: dict[str, str] = {}
+    for verb, module in MODULE_VERBS.items():
+        if available(module):
+            verbs[verb] = _module_verb(module)
+        else:
+            planned[verb] = PLANNED
+    return domain_cli(DIST, SUMMARY, verbs=verbs, planned=planned)
+
+
+main = build_main()

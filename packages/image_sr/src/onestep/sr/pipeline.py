@@ -106,12 +106,41 @@ def load_or_train_teacher(
     return teacher.eval().requires_grad_(False), cached
 
 
-def _osediff(teacher: SRTeacher, **kwargs: Any) -> L.LightningModule:
-    return OSEDiffVSD(teacher=teacher.ema_denoiser, scale=teacher.scale, **kwargs)
+def _osediff(teacher: SRTeacher, steps: int, **kwargs: Any) -> L.LightningModule:
+    options: dict[str, Any] = {"lr_student": 2e-4, "lr_fake": 2e-4} | kwargs
+    return OSEDiffVSD(teacher=teacher.ema_denoiser, scale=teacher.scale, **options)
 
 
-#: name -> builder ``(teacher, **overrides) -> LightningModule`` of every benchmarked student.
-STUDENTS: dict[str, Callable[..., L.LightningModule]] = {"osediff": _osediff}
+def _ctmsr(teacher: SRTeacher, steps: int, **kwargs: Any) -> L.LightningModule:
+    """CTMSR needs no teacher: a fresh network of the teacher's shape, trained from scratch.
+
+    l2 CT distance (the official Charbonnier does not train a tiny net in hundreds of steps, see
+    :mod:`onestep.sr.methods.ctmsr`); DTM joins for the second half of the run.
+    """
+    from onestep.sr.methods.ctmsr import CTMSR
+
+    unet: Any = teacher.net
+    widths = tuple(unet.unet.config["block_out_channels"])
+    options: dict[str, Any] = {"distance": "l2", "lr": 1e-3, "betas": (0.9, 0.99)}
+    options["ema_decay"] = 0.99
+    options |= {"total_steps": steps, "ct_steps": steps // 2, "dtm_refresh": max(1, steps // 8)}
+    return CTMSR(net=tiny_unet(widths=widths), scale=teacher.scale, **(options | kwargs))
+
+
+def _tadsr(teacher: SRTeacher, steps: int, **kwargs: Any) -> L.LightningModule:
+    from onestep.sr.methods.tadsr import TADSR
+
+    options: dict[str, Any] = {"teacher_steps": 4, "lr_student": 2e-4, "lr_disc": 2e-4}
+    options |= kwargs
+    return TADSR(teacher=teacher.ema_denoiser, scale=teacher.scale, **options)
+
+
+#: name -> ``(teacher, steps, **overrides) -> LightningModule`` of every benchmarked student.
+STUDENTS: dict[str, Callable[..., L.LightningModule]] = {
+    "osediff": _osediff,
+    "ctmsr": _ctmsr,
+    "tadsr": _tadsr,
+}
 
 
 def train_student(
@@ -127,7 +156,7 @@ def train_student(
     if name not in STUDENTS:
         raise ValueError(f"unknown student {name!r}; use one of {sorted(STUDENTS)}")
     L.seed_everything(config.seed, verbose=False)
-    module = STUDENTS[name](teacher, **overrides)
+    module = STUDENTS[name](teacher, steps, **overrides)
     data = datamodule(config.scale, config.crop, config.batch_size, steps, config.seed + 1)
     fit(module, data, None, progress)
     return module.eval()

@@ -146,8 +146,14 @@ class DistributionMatching(FrozenCheckpoint, L.LightningModule):
         seed: int = 0,
         export_path: str | None = None,
     ):
+        networks = ("self", "__class__", "student", "teacher", "fake_score", "discriminator")
+        settings = {k: v for k, v in locals().items() if k not in networks}
         super().__init__()
-        self.save_hyperparameters(ignore=["student", "teacher", "fake_score", "discriminator"])
+        self.save_hyperparameters(ignore=list(networks[2:]))
+        # Under LightningCLI a subclass's hparams are the config's (the subclass's own arguments):
+        # the settings this class reads from self.hparams must be there too.
+        for key, value in settings.items():
+            self.hparams.setdefault(key, value)
         self.automatic_optimization = False
         self.spec = divergence_spec = dm_divergences.divergence(divergence)
         if fake_steps < 1:

@@ -31,6 +31,7 @@ from onestep.core import objectives
 from onestep.core.lora import add_lora, freeze_all_but_lora
 from onestep.core.methods.distribution_matching import DistributionMatching
 from onestep.core.methods.dm_health import grad_norm, trainable
+from onestep.sr.evaluation import SREvaluation
 from onestep.sr.losses import perceptual_loss
 from onestep.sr.models.resolvers import StudentResolver
 from onestep.sr.models.student import OneStepStudent
@@ -51,7 +52,7 @@ def lora_fake_score(teacher: nn.Module, rank: int | None = 4) -> nn.Module:
     return fake
 
 
-class OSEDiffVSD(DistributionMatching):
+class OSEDiffVSD(SREvaluation, DistributionMatching):
     """Distil an SR teacher (or an SD prior) into a one-step super-resolver, OSEDiff-style.
 
     Args:

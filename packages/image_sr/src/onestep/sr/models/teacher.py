@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from onestep.core import noise, objectives
 from onestep.core.denoiser import Denoiser
 from onestep.core.ema import ema_update_
+from onestep.sr.evaluation import SREvaluation
 from onestep.sr.models.resolvers import SamplerResolver, encode_lr
 from onestep.sr.models.unet import ConditionalUNet, tiny_unet
 from onestep.sr.resolver import upsample
@@ -47,7 +48,7 @@ def psnr(sr: Tensor, hr: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse)
 
 
-class SRTeacher(L.LightningModule):
+class SRTeacher(SREvaluation, L.LightningModule):
     """Train an LR-conditioned diffusion denoiser for ``x scale`` super-resolution.
 
     Args:

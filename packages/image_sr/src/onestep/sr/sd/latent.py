@@ -13,13 +13,14 @@ LQ image: the same input gives the same output in training, evaluation and expor
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from onestep.sr.space import Space
 
-__all__ = ["LatentSpace", "vae_factor"]
+__all__ = ["LatentSpace", "latent_space_from_folder", "vae_factor"]
 
 
 def vae_factor(vae: Any) -> int:
@@ -72,3 +73,30 @@ class LatentSpace(Space):
             )
         z = (z / self.scaling_factor + self.shift_factor).to(self.vae.dtype)
         return (self.vae.decode(z).sample + 1.0) / 2.0
+
+
+def latent_space_from_folder(path: str) -> LatentSpace:
+    """The frozen latent space of a local ``AutoencoderKL`` (a config builder, read at build time).
+
+    For configs: ``space: {class_path: onestep.sr.sd.latent.latent_space_from_folder, init_args:
+    {path: ...}}``. Only local files are read.
+
+    Args:
+        path: a Stable Diffusion pipeline folder (its ``vae/`` is used) or a bare VAE folder
+            (``config.json`` + weights, as ``AutoencoderKL.save_pretrained`` writes).
+
+    Raises:
+        FileNotFoundError: neither layout is found at ``path``.
+    """
+    from diffusers import AutoencoderKL
+
+    root = Path(path)
+    folder = root / "vae" if (root / "vae" / "config.json").is_file() else root
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no AutoencoderKL at {str(root)!r} (looked for vae/config.json and config.json); "
+            "download one, e.g. `hf download stabilityai/stable-diffusion-2-1-base --local-dir "
+            "<folder>`, and point space.init_args.path at the folder"
+        )
+    vae: Any = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+    return LatentSpace(vae.requires_grad_(False).eval())
