@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = QUICK_TEACHER if args.quick else TeacherConfig()
     if args.teacher_steps is not None:
         config = TeacherConfig(**{**config.__dict__, "steps": args.teacher_steps})
-    student_steps = args.student_steps or (5 if args.quick else 400)
+    student_steps = args.student_steps or (5 if args.quick else 200)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress

@@ -7,10 +7,12 @@ one-step student, or an exported Stable-Diffusion student.
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Bicubic", "SuperResolver", "check_lr", "upsample"]
+__all__ = ["Bicubic", "SuperResolver", "check_lr", "lr_multiple", "upsample"]
 
 
 def check_lr(lr: Tensor) -> None:
@@ -24,6 +26,12 @@ def check_lr(lr: Tensor) -> None:
 def upsample(lr: Tensor, scale: int) -> Tensor:
     """Bicubic ``x scale`` upsampling, the LR-to-HR-grid step every method here starts from."""
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def lr_multiple(net_multiple: int, factor: int, scale: int) -> int:
+    """The LR side multiple that makes the HR grid a multiple of ``net_multiple * factor``."""
+    m = net_multiple * factor
+    return m // math.gcd(m, scale)
 
 
 class SuperResolver(nn.Module):

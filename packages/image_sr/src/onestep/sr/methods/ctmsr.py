@@ -32,7 +32,6 @@ official run loads a pretrained CT model there and re-copies at multiples of 100
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import lightning as L
@@ -48,22 +47,16 @@ from onestep.sr.models.resolvers import StudentResolver, encode_lr
 from onestep.sr.models.teacher import psnr
 from onestep.sr.models.unet import tiny_unet
 from onestep.sr.objectives import CT_DISTANCES, CTMSRProcess
-from onestep.sr.resolver import upsample
+from onestep.sr.resolver import lr_multiple, upsample
 from onestep.sr.space import PixelSpace, Space
 
-__all__ = ["CTMSR", "DTM_DISTANCES", "CTMSRStudent", "lr_multiple"]
+__all__ = ["CTMSR", "DTM_DISTANCES", "CTMSRStudent"]
 
 Batch = dict[str, Any]
 
 #: How DTM compares the SR result with its target: the squared-error surrogate (exact DTM
 #: gradient) or the perceptual term on decoded images (official: LPIPS).
 DTM_DISTANCES: tuple[str, ...] = ("l2", "perceptual")
-
-
-def lr_multiple(net_multiple: int, factor: int, scale: int) -> int:
-    """The LR side multiple that makes the HR grid a multiple of ``net_multiple * factor``."""
-    m = net_multiple * factor
-    return m // math.gcd(m, scale)
 
 
 class CTMSRStudent(nn.Module):

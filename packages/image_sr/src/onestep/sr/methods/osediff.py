@@ -35,7 +35,7 @@ from onestep.sr.evaluation import SREvaluation
 from onestep.sr.losses import perceptual_loss
 from onestep.sr.models.resolvers import StudentResolver
 from onestep.sr.models.student import OneStepStudent
-from onestep.sr.resolver import SuperResolver, upsample
+from onestep.sr.resolver import SuperResolver, lr_multiple, upsample
 from onestep.sr.space import PixelSpace, Space
 
 __all__ = ["OSEDiffVSD", "lora_fake_score"]
@@ -210,7 +210,8 @@ class OSEDiffVSD(SREvaluation, DistributionMatching):
         own = getattr(self.student, "super_resolver", None)  # the SD student brings its own
         if isinstance(own, SuperResolver):
             return own  # pyright: ignore[reportReturnType]
-        multiple = max(1, getattr(self.student, "multiple", 1))
+        net = getattr(getattr(self.student, "denoiser", None), "net", None)
+        multiple = lr_multiple(getattr(net, "multiple", 1), self.space.factor, self.scale)
         return StudentResolver(self.student, self.space, self.scale, multiple)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -23,7 +23,7 @@ from onestep.core.ema import ema_update_
 from onestep.sr.evaluation import SREvaluation
 from onestep.sr.models.resolvers import SamplerResolver, encode_lr
 from onestep.sr.models.unet import ConditionalUNet, tiny_unet
-from onestep.sr.resolver import upsample
+from onestep.sr.resolver import lr_multiple, upsample
 from onestep.sr.space import PixelSpace, Space
 
 __all__ = ["SRTeacher", "build_denoiser", "psnr"]
@@ -89,8 +89,7 @@ class SRTeacher(SREvaluation, L.LightningModule):
     @property
     def multiple(self) -> int:
         """LR side multiple the sampler needs."""
-        m = getattr(self.net, "multiple", 1) * self.space.factor
-        return max(1, m // self.scale)
+        return lr_multiple(getattr(self.net, "multiple", 1), self.space.factor, self.scale)
 
     def encode_batch(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """``(z_H, z_L)`` of a ``{"hr", "lr"}`` batch."""
