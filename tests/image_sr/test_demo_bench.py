@@ -1,4 +1,4 @@
-"""`onestep-sr demo --quick` writes what it promises; the bench's smoke gates fail when they should."""
+"""`onestep-sr demo --quick` writes what it promises; the smoke gates fail when they should."""
 
 import json
 
