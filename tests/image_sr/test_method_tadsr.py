@@ -27,9 +27,9 @@ from onestep.sr.methods.tadsr import (
     DISC_TIMES,
     HFSD_TIMES,
     TADSR,
-    load_teacher,
     resshift_flow_times,
 )
+from onestep.sr.models.loading import load_teacher_denoiser
 from onestep.sr.models.student import OneStepStudent
 from onestep.sr.models.teacher import SRTeacher, build_denoiser
 from onestep.sr.models.unet import tiny_unet
@@ -279,7 +279,7 @@ def test_distillation_improves_a_fresh_students_psnr(sr_teacher):
 
 def test_load_teacher_reads_a_saved_teacher(sr_teacher, tmp_path):
     sr_teacher.save_teacher(str(tmp_path / "teacher"))
-    teacher = load_teacher(str(tmp_path / "teacher"))
+    teacher = load_teacher_denoiser(str(tmp_path / "teacher"))
     _, z_lr = sr_teacher.encode_batch(batch_of())
     t = torch.full((4,), 0.3)
     x_t = torch.randn_like(z_lr)
@@ -287,7 +287,7 @@ def test_load_teacher_reads_a_saved_teacher(sr_teacher, tmp_path):
         assert_close(teacher(x_t, t, z_lr), sr_teacher.ema_denoiser(x_t, t, z_lr))
     assert not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(FileNotFoundError, match="save_teacher"):
-        load_teacher(str(tmp_path / "missing"))
+        load_teacher_denoiser(str(tmp_path / "missing"))
 
 
 def test_tiny_config_parses_without_the_teacher_folder(capsys):

@@ -197,3 +197,16 @@ def test_bad_folders_fail_with_the_fix(tmp_path):
         (broken / "onestep_sr.json").write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=message):
             load_resolver(broken)
+
+
+def test_a_ctmsr_student_is_saved_as_network_plus_settings_not_pickled(tmp_path):
+    from onestep.sr.methods.ctmsr import CTMSR
+
+    module = CTMSR(net=tiny_unet(widths=(8, 16), groups=4), sigma_max=0.7, noise_seed=3)
+    torch.nn.init.normal_(module.ema.net.unet.conv_out.weight, std=0.05)  # a non-trivial output
+    folder = save_resolver(module, tmp_path / "ctmsr")
+    meta = json.loads((folder / "onestep_sr.json").read_text())
+    assert meta["kind"] == "ctmsr" and meta["ctmsr"]["process"]["sigma_max"] == 0.7
+    assert not (folder / "resolver.pt").exists()
+    with torch.no_grad():
+        assert_close(load_resolver(folder)(LR), module.resolver()(LR))

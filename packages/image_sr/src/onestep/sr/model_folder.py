@@ -12,7 +12,9 @@ Every folder has ``onestep_sr.json``; what else depends on the kind::
              + ``vae/`` (diffusers AutoencoderKL) when ``space`` is "latent"
     teacher  the SR teacher's N-step sampler (SamplerResolver > Denoiser > ConditionalUNet)
              as a student, with "kind": "teacher", "steps", "solver", "seed"
-    module   any other resolver (e.g. a CTMSR consistency student): the whole module pickled
+    ctmsr    a CTMSR consistency student (StudentResolver > CTMSRStudent > ConditionalUNet):
+             the network as above + "ctmsr": its process and scalings, and the noise seed
+    module   any other resolver: the whole module pickled
              with ``torch.save`` as ``resolver.pt`` ("class" names its type); it loads only with
              the same code, and loading unpickles: open only folders you trust
     SD       a Stable Diffusion one-step student: the diffusers folder of
@@ -58,7 +60,7 @@ __all__ = [
 META_NAME = "onestep_sr.json"
 FORMAT = "onestep-sr/model"
 FORMAT_VERSION = 1
-KINDS: tuple[str, ...] = ("student", "teacher", "module")
+KINDS: tuple[str, ...] = ("student", "teacher", "ctmsr", "module")
 PROCESSES: tuple[str, ...] = ("flow", "vp")  # SRTeacher's processes (build_denoiser)
 PICKLE_NAME = "resolver.pt"
 VAE_DIR = "vae"
@@ -122,6 +124,50 @@ def _structured(denoiser: Any, space: Space) -> dict[str, Any] | None:
     if type(space) is LatentSpace:
         return {"space": "latent", "process": process}
     return None
+
+
+def _space_name(space: Space) -> str | None:
+    from onestep.sr.sd.latent import LatentSpace
+
+    return {PixelSpace: "pixel", LatentSpace: "latent"}.get(type(space))  # pyright: ignore[reportArgumentType]
+
+
+def _is_ctmsr(student: Any, space: Space) -> bool:
+    from onestep.sr.methods.ctmsr import CTMSRStudent
+
+    return (
+        isinstance(student, CTMSRStudent)
+        and isinstance(student.net, ConditionalUNet)
+        and _space_name(space) is not None
+    )
+
+
+def _ctmsr(student: Any) -> dict[str, Any]:
+    """A CTMSR student's settings: its process, scalings and noise seed."""
+    p = student.process
+    return {
+        "process": {
+            "sigma_max": p.sigma_max,
+            "sigma_min": p.sigma_min,
+            "rho_noise": p.rho_noise,
+            "rho_shift": p.rho_shift,
+        },
+        "sigma_data": student.sigma_data,
+        "sigma_scale": student.sigma_scale,
+        "time_scale": student.time_scale,
+        "seed": student.seed,
+    }
+
+
+def _load_ctmsr(root: Path, meta: dict[str, Any]) -> SuperResolver:
+    from onestep.sr.methods.ctmsr import CTMSRStudent
+    from onestep.sr.objectives.ctmsr import CTMSRProcess
+
+    settings = dict(meta["ctmsr"])
+    process = CTMSRProcess(**settings.pop("process"))
+    student = CTMSRStudent(ConditionalUNet.load(root), process, **settings)
+    space = _load_space(root, meta)
+    return StudentResolver(student, space, int(meta["scale"]), int(meta.get("multiple", 1)))
 
 
 def _save_net(net: ConditionalUNet, space: Space, root: Path) -> None:
@@ -189,6 +235,9 @@ def save_resolver(resolver_or_module: Any, path: str | Path) -> Path:
             _save_net(student.denoiser.net, resolver.space, root)  # pyright: ignore[reportArgumentType]
             meta |= {"kind": "student", **found}
             meta |= {"t_start": student.t_start, "lr_conditioned": student.lr_conditioned}
+    elif isinstance(resolver, StudentResolver) and _is_ctmsr(student, resolver.space):
+        _save_net(student.net, resolver.space, root)  # pyright: ignore[reportOptionalMemberAccess]
+        meta |= {"kind": "ctmsr", "space": _space_name(resolver.space), "ctmsr": _ctmsr(student)}
     elif isinstance(resolver, SamplerResolver):
         found = _structured(resolver.denoiser, resolver.space)
         if found is not None:
@@ -241,7 +290,11 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
             f"{meta_file} has kind {meta.get('kind')!r}; this onestep-sr reads {list(KINDS)}: "
             "upgrade onestep-sr"
         )
-    needed = {"student": ["space", "process", "t_start", "lr_conditioned"], "module": []}
+    needed = {
+        "student": ["space", "process", "t_start", "lr_conditioned"],
+        "ctmsr": ["space", "ctmsr"],
+        "module": [],
+    }
     needed["teacher"] = ["space", "process", "steps", "solver", "seed"]
     missing = [k for k in ["scale", *needed.get(meta.get("kind", ""), [])] if k not in meta]
     if missing:
@@ -286,6 +339,8 @@ def load_resolver(path: str | Path, device: str | torch.device = "cpu") -> Super
         if not file.is_file():
             raise FileNotFoundError(f"{root} lacks {PICKLE_NAME}; save the model again")
         resolver = torch.load(file, map_location=device, weights_only=False)
+    elif meta["kind"] == "ctmsr":
+        resolver = _load_ctmsr(root, meta)
     else:
         denoiser = build_denoiser(ConditionalUNet.load(root), meta["process"])
         space = _load_space(root, meta)

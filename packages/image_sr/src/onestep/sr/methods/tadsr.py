@@ -49,7 +49,6 @@ that OSEDiff uses, here for runs where a weak teacher needs the data's help.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -57,7 +56,6 @@ import torch
 from torch import Tensor, nn
 
 from onestep.core import sampling
-from onestep.core.denoiser import Denoiser
 from onestep.core.discriminators import DenoiserFeatureHead
 from onestep.core.methods.dm_health import grad_norm, trainable
 from onestep.core.methods.dm_random import GlobalBatchRNG
@@ -67,7 +65,7 @@ from onestep.core.objectives.dsm import mean_flat
 from onestep.sr import objectives as sr_objectives
 from onestep.sr.models.resolvers import StudentResolver, encode_lr
 from onestep.sr.models.student import OneStepStudent
-from onestep.sr.models.teacher import build_denoiser, psnr
+from onestep.sr.models.teacher import psnr
 from onestep.sr.models.unet import ConditionalUNet
 from onestep.sr.resolver import upsample
 from onestep.sr.space import PixelSpace, Space
@@ -76,7 +74,6 @@ __all__ = [
     "DISC_TIMES",
     "HFSD_TIMES",
     "TADSR",
-    "load_teacher",
     "resshift_flow_times",
 ]
 
@@ -117,26 +114,6 @@ HFSD_TIMES: tuple[float, ...] = resshift_flow_times(range(3))
 DISC_TIMES: tuple[float, ...] = resshift_flow_times(range(14))
 
 
-def load_teacher(path: str, process: str = "flow") -> Denoiser:
-    """The frozen SR teacher from a folder written by ``SRTeacher.save_teacher``.
-
-    A builder for configs (``teacher: {class_path: onestep.sr.methods.tadsr.load_teacher,
-    init_args: {path: ...}}``): the path is read when the model is built, not when the config is
-    parsed.
-
-    Args:
-        path: the folder (:meth:`~onestep.sr.models.unet.ConditionalUNet.save` format).
-        process: the noise process the teacher was trained with (``SRTeacher``'s ``process``).
-    """
-    if not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"no SR teacher at {path!r}; train one (onestep.sr.models.teacher.SRTeacher) and "
-            "write it with SRTeacher.save_teacher(path), or point teacher.init_args.path there"
-        )
-    net = ConditionalUNet.load(path).requires_grad_(False).eval()
-    return build_denoiser(net, process)
-
-
 def _out_channels(layer: nn.Module) -> int:
     """Channels of ``layer``'s output: its ``out_channels``, else its last submodule's."""
     for module in [layer, *reversed(list(layer.modules()))]:
@@ -163,8 +140,9 @@ class TADSR(FrozenCheckpoint, L.LightningModule):
 
     Args:
         teacher: the frozen SR teacher, ``teacher(x_t, t, z_L) -> x0`` with a ``process`` (e.g.
-            ``SRTeacher.ema_denoiser`` or :func:`load_teacher`). Frozen here: no gradient, eval
-            mode, left out of checkpoints.
+            ``SRTeacher.ema_denoiser`` or
+            :func:`~onestep.sr.models.loading.load_teacher_denoiser`). Frozen here: no gradient,
+            eval mode, left out of checkpoints.
         student: ``student(z_L) -> z_H``; default ``OneStepStudent.from_teacher(teacher)`` (a
             trainable copy run once at ``t = 1`` from ``z_L``).
         discriminator: ``discriminator(x_t, t, z_L) -> logits [B]``; default a
@@ -236,7 +214,8 @@ class TADSR(FrozenCheckpoint, L.LightningModule):
         if not isinstance(process, NoiseProcess):
             raise TypeError(
                 f"teacher {type(teacher).__name__} has no .process (NoiseProcess); pass a "
-                "Denoiser, e.g. SRTeacher.ema_denoiser or onestep.sr.methods.tadsr.load_teacher"
+                "Denoiser, e.g. SRTeacher.ema_denoiser or "
+                "onestep.sr.models.loading.load_teacher_denoiser"
             )
         self.process: NoiseProcess = process
         # The student is copied before any hook is put on the teacher (a copy would carry it).
