@@ -24,7 +24,7 @@ def _teacher():
 def _loader(n=4, size=16):
     hr = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = [{"hr": hr[i], "lr": bicubic_downsample(hr[i], 4)} for i in range(n)]
-    return DataLoader(data, batch_size=2)
+    return DataLoader(data, batch_size=2)  # pyright: ignore[reportArgumentType]
 
 
 def _fit(module, loader, steps):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from typing import Any
 
 import pytest
 import torch
@@ -203,7 +204,8 @@ def test_a_ctmsr_student_is_saved_as_network_plus_settings_not_pickled(tmp_path)
     from onestep.sr.methods.ctmsr import CTMSR
 
     module = CTMSR(net=tiny_unet(widths=(8, 16), groups=4), sigma_max=0.7, noise_seed=3)
-    torch.nn.init.normal_(module.ema.net.unet.conv_out.weight, std=0.05)  # a non-trivial output
+    net: Any = module.ema.net
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.05)  # a non-trivial output
     folder = save_resolver(module, tmp_path / "ctmsr")
     meta = json.loads((folder / "onestep_sr.json").read_text())
     assert meta["kind"] == "ctmsr" and meta["ctmsr"]["process"]["sigma_max"] == 0.7

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from onestep.sr.data import bicubic_downsample
-from onestep.sr.sd import load_sd_student, write_tiny_sd_folder
+from onestep.sr.sd import SDSuperResolver, load_sd_student, write_tiny_sd_folder
 from onestep.sr.sd.export import export_sd_student
 from onestep.sr.sd.osediff import osediff_from_sd_folder
 
@@ -29,7 +29,7 @@ def test_osediff_on_a_tiny_sd_folder_trains_lora_only_and_exports(tmp_path):
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-    ).fit(module, DataLoader(data, batch_size=2))
+    ).fit(module, DataLoader(data, batch_size=2))  # pyright: ignore[reportArgumentType]
     params = dict(module.student.named_parameters())
     assert all(torch.equal(frozen0[n], params[n]) for n in frozen0)
     assert any(not torch.equal(trainable0[n], params[n]) for n in trainable0)
@@ -38,6 +38,7 @@ def test_osediff_on_a_tiny_sd_folder_trains_lora_only_and_exports(tmp_path):
     lr = bicubic_downsample(hr[:1], 4)
     out = resolver(lr)
     assert out.shape == (1, 3, 32, 32)
+    assert isinstance(resolver, SDSuperResolver)
     export_sd_student(resolver, tmp_path / "student")
     back = load_sd_student(tmp_path / "student")
     torch.testing.assert_close(back(lr), out, atol=1e-4, rtol=1e-4)
