@@ -17,13 +17,12 @@ Lightning and the models are imported only by the verb that runs, so ``--help`` 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
-from importlib import import_module
 from importlib.util import find_spec
 from typing import Any
 
-from onestep.core.cli import LIGHTNING_VERBS, domain_cli
+from onestep.core.cli import domain_cli
+from onestep.core.cli_verbs import Verb, lightning_verbs, module_verb, run_domain_lightning
 
 __all__ = ["DIST", "PLANNED", "build_main", "main", "run_sr_lightning"]
 
@@ -34,8 +33,6 @@ DEFAULT_DATA = "onestep.sr.data.SRDataModule"
 #: verbs served by a module's ``main(argv)``, listed as planned while the module is missing.
 MODULE_VERBS: dict[str, str] = {"demo": "onestep.sr.demo", "bench": "onestep.sr.bench"}
 
-Verb = Callable[[list[str]], int]
-
 
 def run_sr_lightning(argv: Sequence[str]) -> Any:
     """Run ``OnestepCLI`` on ``argv`` (``fit --config ...``) with SR defaults; returns the CLI.
@@ -45,58 +42,13 @@ def run_sr_lightning(argv: Sequence[str]) -> Any:
     ``onestep.sr.evaluation.PredictImages`` for ``predict``). Raises ``SystemExit`` for
     ``--help``, ``--print_config`` and parse errors, as LightningCLI does.
     """
-    from lightning.pytorch import LightningDataModule, LightningModule
-
-    from onestep.core.lightning_cli import OnestepCLI
-
-    class SRCLI(OnestepCLI):
-        def add_arguments_to_parser(self, parser: Any) -> None:
-            parser.set_defaults({"data": {"class_path": DEFAULT_DATA}})
-
-    description = f"{DIST} (LightningCLI; data default to {DEFAULT_DATA})"
-    with warnings.catch_warnings():
-        # The console script passes its own argv as ``args``: nothing is mixed up here.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return SRCLI(
-            LightningModule,
-            LightningDataModule,
-            args=list(argv),
-            parser_kwargs={"description": description},
-        )
-
-
-def _exit_code(code: object) -> int:
-    if code is None:
-        return 0
-    return code if isinstance(code, int) else 1
-
-
-def _lightning_verb(verb: str) -> Verb:
-    def run(args: list[str]) -> int:
-        try:
-            run_sr_lightning([verb, *args])
-        except SystemExit as done:  # --help, --print_config, a config error (already printed)
-            return _exit_code(done.code)
-        return 0
-
-    return run
+    return run_domain_lightning(DIST, DEFAULT_DATA, argv)
 
 
 def _upscale(args: list[str]) -> int:
     from onestep.sr.cli_upscale import main as upscale_main
 
     return upscale_main(args)
-
-
-def _module_verb(module: str) -> Verb:
-    def run(args: list[str]) -> int:
-        try:
-            result = import_module(module).main(args)
-        except SystemExit as done:
-            return _exit_code(done.code)
-        return _exit_code(result)
-
-    return run
 
 
 def _module_exists(module: str) -> bool:
@@ -107,12 +59,12 @@ def build_main(
     available: Callable[[str], bool] = _module_exists,
 ) -> Callable[[Sequence[str] | None], int]:
     """The console script; ``available(module)`` decides whether demo / bench are built."""
-    verbs: dict[str, Verb] = {v: _lightning_verb(v) for v in LIGHTNING_VERBS}
+    verbs: dict[str, Verb] = lightning_verbs(DIST, DEFAULT_DATA)
     verbs["upscale"] = _upscale
     planned: dict[str, str] = {}
     for verb, module in MODULE_VERBS.items():
         if available(module):
-            verbs[verb] = _module_verb(module)
+            verbs[verb] = module_verb(module)
         else:
             planned[verb] = PLANNED
     return domain_cli(DIST, SUMMARY, verbs=verbs, planned=planned)

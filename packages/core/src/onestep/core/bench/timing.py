@@ -17,7 +17,13 @@ import torch
 
 from onestep.core.bench.gmm_train import GMMConfig, GMMTrainer, flush_denormals, mixture_preset
 
-__all__ = ["StepTiming", "dmd2_passes", "measure_overhead", "time_dmd2_step"]
+__all__ = [
+    "StepTiming",
+    "dmd2_passes",
+    "interleaved_medians",
+    "measure_overhead",
+    "time_dmd2_step",
+]
 
 Clock = Callable[[], float]
 
@@ -49,6 +55,40 @@ def _time(fn: Callable[[], object], inner: int, clock: Clock) -> float:
     return (clock() - start) * 1e3 / inner
 
 
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int = 15,
+    warmup: int = 3,
+    inner: int = 5,
+    clock: Clock = time.perf_counter,
+) -> dict[str, float]:
+    """Median milliseconds per call of each callable, timed round by round side by side.
+
+    Each round times every callable once (``inner`` back-to-back calls), so background load
+    hits every candidate alike; ratios of the medians are what MEASURING.md asks for.
+
+    Args:
+        fns: ``name -> callable`` on fixed inputs.
+        repeats: timed rounds (median reported).
+        warmup: untimed calls of each callable first.
+        inner: back-to-back calls per timing, so timer noise does not swamp a fast call.
+        clock: seconds; injectable for tests.
+    """
+    if repeats < 1 or inner < 1 or warmup < 0:
+        raise ValueError(
+            f"need repeats, inner >= 1 and warmup >= 0, got {repeats}, {inner}, {warmup}"
+        )
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(_time(fn, inner, clock))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def measure_overhead(
     step: Callable[[], object],
     passes: Mapping[str, tuple[Callable[[], object], int]],
@@ -72,21 +112,10 @@ def measure_overhead(
     Returns:
         The :class:`StepTiming`.
     """
-    if repeats < 1 or inner < 1 or warmup < 0:
-        raise ValueError(
-            f"need repeats, inner >= 1 and warmup >= 0, got {repeats}, {inner}, {warmup}"
-        )
     if not passes:
         raise ValueError("measure_overhead needs at least one pass to compare the step with")
     fns = {"step": step, **{name: fn for name, (fn, _) in passes.items()}}
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():  # interleaved: background load hits every candidate alike
-            times[name].append(_time(fn, inner, clock))
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    medians = interleaved_medians(fns, repeats=repeats, warmup=warmup, inner=inner, clock=clock)
     step_ms = medians.pop("step")
     return StepTiming(step_ms, medians, {name: count for name, (_, count) in passes.items()})
 

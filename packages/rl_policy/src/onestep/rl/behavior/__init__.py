@@ -1,0 +1,1 @@
+"""Behaviour policies for collecting offline datasets: random, and SAC-trained ones."""
