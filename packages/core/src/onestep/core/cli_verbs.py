@@ -12,6 +12,7 @@ at once.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from importlib import import_module
@@ -52,10 +53,16 @@ def run_domain_lightning(dist: str, default_data: str, argv: Sequence[str]) -> A
 
 
 def exit_code(code: object) -> int:
-    """A ``SystemExit.code`` or a verb's return value as a process status."""
+    """A ``SystemExit.code`` or a verb's return value as a process status.
+
+    A message (``SystemExit("...")``) is printed to stderr, as the interpreter would, and gives 1.
+    """
     if code is None:
         return 0
-    return code if isinstance(code, int) else 1
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 def lightning_verbs(dist: str, default_data: str) -> dict[str, Verb]:

@@ -1,0 +1,265 @@
+"""``onestep-rl bench``: OFQL, FQL and DQL side by side on datasets the package collects.
+
+    onestep-rl bench --output runs/bench/rl            # full budgets (BENCHMARKS.md)
+    onestep-rl bench --output runs/bench/rl --smoke    # about a minute; exits 1 when a gate fails
+
+One run, same data and seeds for every agent:
+
+* **returns**: each agent trains ``--iterations`` iterations on each dataset (collected with
+  :func:`~onestep.rl.collect.collect`: SAC behaviour policies trained by the package) and is
+  evaluated over the same seeded episodes; D4RL-normalised where D4RL has references, else
+  against the dataset's own random / trained behaviour returns;
+* **action latency** (batch 1) and **training-iteration time**, interleaved
+  (:mod:`onestep.rl.bench_timing`), at the papers' network size;
+* **bandit**: mode coverage of OFQL and DQL on Diffusion-QL's 2-D bandit (:mod:`.bench_bandit`).
+
+Smoke gates: every bandit mode covered by OFQL and DQL; action latency DQL ÷ OFQL ≥ 5; every
+agent trains and evaluates on a small collected dataset with finite returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DATASETS", "DatasetSpec", "main"]
+
+AGENT_NAMES = ("ofql", "fql", "dql")
+LATENCY_GOAL = 5.0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset the bench collects: ``collect(env, behavior, steps, train_steps=...)``."""
+
+    name: str
+    env: str
+    behavior: str
+    steps: int
+    train_steps: int
+
+
+DATASETS = (
+    DatasetSpec("hopper-replay", "Hopper-v5", "replay", 50_000, 50_000),
+    DatasetSpec("hopper-expert", "Hopper-v5", "expert", 50_000, 50_000),
+    DatasetSpec(
+        "invertedpendulum-medium-expert", "InvertedPendulum-v5", "medium-expert", 20_000, 10_000
+    ),
+)
+#: What a plain ``bench`` runs (hopper-expert costs another 3 x iterations of CPU time: name it
+#: with --datasets).
+DEFAULT_DATASETS = ("hopper-replay", "invertedpendulum-medium-expert")
+SMOKE_DATASETS = (DatasetSpec("invertedpendulum-random", "InvertedPendulum-v5", "random", 2000, 0),)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onestep-rl bench", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--output", type=Path, default=Path("runs/bench/rl"))
+    p.add_argument("--smoke", action="store_true", help="tiny budgets and gates (CI)")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations per agent")
+    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
+    p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
+    p.add_argument("--agents", default=",".join(AGENT_NAMES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
+    from onestep.rl.collect import collect
+
+    path = root / "data" / f"{spec.name}-s{seed}"
+    if not (path / "data").exists():
+        collect(
+            spec.env,
+            spec.behavior,
+            spec.steps,
+            path,
+            seed=seed,
+            train_steps=max(spec.train_steps, 1),
+            cache_dir=root / "behavior_policies",
+            progress=progress,
+        )
+    return path
+
+
+def _train_and_score(
+    name: str, data: Path, spec: DatasetSpec, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    from onestep.rl.callbacks import agent_act_fn
+    from onestep.rl.data import OfflineDataModule
+    from onestep.rl.evaluation import evaluate_policy
+    from onestep.rl.training import build_agent, fit_agent
+
+    dm = OfflineDataModule(str(data), seed=args.seed)
+    dm.setup("fit")
+    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=args.seed)
+    ckpt = out / "checkpoints" / f"{spec.name}-{name}.ckpt"
+    fit = fit_agent(agent, dm, args.iterations, ckpt, progress=not args.no_progress)
+    ev = evaluate_policy(
+        agent_act_fn(agent, args.seed),
+        spec.env,
+        args.episodes,
+        seed=args.seed,
+        dataset_metadata=dm.dataset.metadata,
+    )
+    print(f"[{spec.name}] {name}: {ev.summary()} (trained {fit.wall_s:.0f} s)", flush=True)
+    return {**ev.to_dict(), "train_s": fit.wall_s, "checkpoint": str(ckpt)}
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None or std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def report(results: dict[str, Any]) -> str:
+    """The markdown report."""
+    agents = results["agents"]
+    lines = [
+        "# onestep-rl bench: OFQL, FQL and DQL on collected datasets",
+        "",
+        f"{results['iterations']} training iterations per agent (one critic and one actor "
+        f"update each), batch 256, seed {results['seed']}; evaluation over "
+        f"{results['episodes']} seeded episodes (the same for every agent). Normalised: "
+        "100 × (return − random) / (expert − random) with the reference named per dataset.",
+        "",
+        "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
+        "|---|---|---|" + "---|" * len(agents),
+    ]
+    for spec_name, row in results["returns"].items():
+        cells = [_fmt(row[a]["normalized_mean"], row[a]["normalized_std"]) for a in agents]
+        behaviour = row["behaviour_return"]
+        ref = row[agents[0]]["reference"] or "none"
+        shown = "n/a" if behaviour is None else f"{behaviour:.1f}"
+        lines.append(f"| {spec_name} | {shown} | {ref} | " + " | ".join(cells) + " |")
+    lines += ["", "Raw returns (mean ± std):", "", "| dataset | " + " | ".join(agents) + " |"]
+    lines.append("|---|" + "---|" * len(agents))
+    for spec_name, row in results["returns"].items():
+        cells = [_fmt(row[a]["mean_return"], row[a]["std_return"]) for a in agents]
+        lines.append(f"| {spec_name} | " + " | ".join(cells) + " |")
+    t = results["timing"]
+    act, step = t["act_ms"], t["step_ms"]
+    lines += [
+        "",
+        f"### Speed (obs {t['obs_dim']}, action {t['act_dim']}, 3×256 networks, "
+        f"{t['threads']} threads, medians of interleaved rounds)",
+        "",
+        "| agent | action ms (batch 1) | training iteration ms (batch 256) |",
+        "|---|---|---|",
+    ]
+    for a in agents:
+        extra = f" ({t['candidates'][a]} candidates)" if t["candidates"][a] > 1 else ""
+        lines.append(f"| {a}{extra} | {act[a]:.3f} | {step[a]:.1f} |")
+    if "dql_chain" in act:
+        lines.append(f"| dql (bare chain, 1 sample) | {act['dql_chain']:.3f} | |")
+    lines += ["", *verdict(results)]
+    bandit = results.get("bandit")
+    if bandit:
+        lines += ["", "### Bandit (Diffusion-QL's 2-D toy): share of actions at each mode", ""]
+        lines += ["| agent | " + " | ".join(bandit["modes"]) + " | all covered |"]
+        lines += ["|---|" + "---|" * (len(bandit["modes"]) + 1)]
+        for a, cov in bandit["coverage"].items():
+            cells = [f"{f:.2f}" for f in cov["fractions"]]
+            lines.append(f"| {a} | " + " | ".join(cells) + f" | {cov['all_covered']} |")
+    return "\n".join(lines) + "\n"
+
+
+def verdict(results: dict[str, Any]) -> list[str]:
+    """Goal lines: OFQL ≥ DQL per dataset, latency and step-time ratios."""
+    lines = []
+    act, step = results["timing"]["act_ms"], results["timing"]["step_ms"]
+    if "ofql" in act and "dql" in act:
+        lines.append(
+            f"- Action latency DQL ÷ OFQL: **{act['dql'] / act['ofql']:.1f}×** (goal ≥ "
+            f"{LATENCY_GOAL:g}); bare 5-step chain ÷ OFQL: {act['dql_chain'] / act['ofql']:.1f}×."
+        )
+        lines.append(
+            f"- Training-iteration time DQL ÷ OFQL: **{step['dql'] / step['ofql']:.2f}×**."
+        )
+    for spec_name, row in results["returns"].items():
+        if "ofql" in row and "dql" in row:
+            o, d = row["ofql"]["mean_return"], row["dql"]["mean_return"]
+            mark = "met" if o >= d else "not met"
+            lines.append(
+                f"- {spec_name}: OFQL {o:.1f} vs DQL {d:.1f} return (goal OFQL ≥ DQL: {mark})."
+            )
+    return lines
+
+
+def gates(results: dict[str, Any]) -> list[str]:
+    """Smoke-gate failures (empty: all pass)."""
+    failures = []
+    act = results["timing"]["act_ms"]
+    if act["dql"] / act["ofql"] < LATENCY_GOAL:
+        failures.append(
+            f"action latency DQL ÷ OFQL {act['dql'] / act['ofql']:.1f} < {LATENCY_GOAL}"
+        )
+    for a, cov in results.get("bandit", {}).get("coverage", {}).items():
+        if not cov["all_covered"]:
+            failures.append(f"{a} misses a bandit mode: {cov['fractions']}")
+    for spec_name, row in results["returns"].items():
+        for a in results["agents"]:
+            if not all(math.isfinite(r) for r in row[a]["returns"]):
+                failures.append(f"{a} on {spec_name}: non-finite return")
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 1 if a smoke gate fails."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from onestep.rl.bench_bandit import bandit_coverage_run
+    from onestep.rl.bench_timing import time_agents
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start, progress = time.perf_counter(), not args.no_progress
+    args.iterations = args.iterations or (100 if args.smoke else 3000)
+    args.episodes = args.episodes or (2 if args.smoke else 10)
+    agents = tuple(a for a in args.agents.split(",") if a)
+    specs = SMOKE_DATASETS
+    if not args.smoke:
+        specs = tuple(s for s in DATASETS if s.name in DEFAULT_DATASETS)
+    if args.datasets:
+        wanted = set(args.datasets.split(","))
+        specs = tuple(s for s in (*DATASETS, *SMOKE_DATASETS) if s.name in wanted)
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "agents": list(agents),
+        "iterations": args.iterations,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "datasets": [asdict(s) for s in specs],
+        "returns": {},
+    }
+    results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=args.seed)
+    results["timing"] = time_agents(agents, repeats=7 if args.smoke else 15)
+    for spec in specs:
+        data = _collect(spec, out, args.seed, progress)
+        from onestep.rl.data import load_dataset
+
+        meta = load_dataset(data).metadata
+        row: dict[str, Any] = {"behaviour_return": meta.get("mean_episode_return")}
+        for name in agents:
+            row[name] = _train_and_score(name, data, spec, args, out)
+        results["returns"][spec.name] = row
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    results["wall_s"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    md = report(results)
+    (out / "report.md").write_text(md)
+    print(md)
+    if args.smoke:
+        failures = gates(results)
+        for failure in failures:
+            print(f"SMOKE GATE FAILED: {failure}")
+        return 1 if failures else 0
+    return 0

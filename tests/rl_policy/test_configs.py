@@ -1,0 +1,46 @@
+"""Every shipped onestep-rl config parses; the tiny ones fit through ``onestep-rl fit``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+from onestep.rl.cli import main, run_rl_lightning
+
+CONFIG_ROOT = Path(str(files("onestep.rl") / "configs"))
+CONFIGS = sorted(CONFIG_ROOT.rglob("*.yaml"))
+TINY = [p for p in CONFIGS if p.name == "tiny.yaml"]
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_ROOT).with_suffix(""))
+
+
+def test_issue_6_configs_are_shipped():
+    assert {_id(p) for p in CONFIGS} >= {
+        f"{a}/{s}" for a in ("ofql", "fql", "dql") for s in ("tiny", "hopper")
+    }
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[_id(p) for p in CONFIGS])
+def test_config_parses(config: Path, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_rl_lightning(["fit", "--config", str(config), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "model:\n  class_path: onestep.rl.agents." in printed
+
+
+@pytest.mark.parametrize("config", TINY, ids=[_id(p) for p in TINY])
+def test_tiny_config_fits_and_moves_the_actor(config: Path, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_rl_lightning(["fit", "--config", str(config), "--trainer.max_steps=8"])
+    agent = cli.model
+    assert agent.iteration == 4  # two optimizer steps per iteration
+    actions = agent.act(torch.zeros(16, 2), generator=torch.Generator().manual_seed(0))
+    assert actions.shape == (16, 2) and bool(actions.abs().le(1).all())
+    assert main(["fit", "--config", str(config), "--trainer.max_steps=2"]) == 0
