@@ -77,7 +77,10 @@ def run_bench(part: str, out: Path, smoke: bool) -> int:
 
 
 # Domain packages' own `bench` verbs: each writes report.md into its folder; --smoke gates figures.
-DOMAIN_BENCHES: dict[str, list[str]] = {"sr": ["onestep-sr", "bench"]}
+DOMAIN_BENCHES: dict[str, list[str]] = {
+    "sr": ["onestep-sr", "bench"],
+    "rl": ["onestep-rl", "bench"],
+}
 
 
 def run_domain_bench(part: str, out: Path, smoke: bool) -> int:
@@ -163,7 +166,7 @@ def main() -> int:
     parser.add_argument(
         "--parts",
         default="demo," + ",".join([*BENCH_PARTS, *DOMAIN_BENCHES]),
-        help="comma-separated parts to run (demo, dm, traj, digits_traj, sr); others reassembled",
+        help="comma-separated parts (demo, dm, traj, digits_traj, sr, rl); others reassembled",
     )
     args = parser.parse_args()
     parts = set() if args.assemble else set(args.parts.split(","))

@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start, progress = time.perf_counter(), not args.no_progress
-    args.iterations = args.iterations or (100 if args.smoke else 3000)
+    args.iterations = args.iterations or (100 if args.smoke else 2000)
     args.episodes = args.episodes or (2 if args.smoke else 10)
     agents = tuple(a for a in args.agents.split(",") if a)
     specs = SMOKE_DATASETS

@@ -10,19 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from onestep.core.bench.timing import interleaved_medians
-from onestep.rl.bandit_data import BanditDataModule
+from onestep.rl.bandit import BanditBatches
 from onestep.rl.training import build_agent, fit_agent
 
 __all__ = ["time_agents"]
 
 
 def _ready(name: str, obs_dim: int, act_dim: int, settings: dict[str, Any]) -> Any:
-    """An agent attached to a Lightning trainer (two iterations on the bandit), in train mode."""
+    """An agent attached to a Lightning trainer (two iterations on random data), in train mode."""
     agent = build_agent(name, obs_dim, act_dim, **settings)
-    data = BanditDataModule(obs_dim=obs_dim, batch_size=8)
-    fit_agent(agent, data, 2, progress=False, log_every=10**9)  # timed steps log nothing
+    g = torch.Generator().manual_seed(1)
+    data = {
+        "obs": torch.randn(64, obs_dim, generator=g),
+        "action": torch.rand(64, act_dim, generator=g) * 2 - 1,
+        "reward": torch.randn(64, generator=g),
+        "next_obs": torch.randn(64, obs_dim, generator=g),
+        "done": torch.zeros(64),
+    }
+    loader = DataLoader(BanditBatches(data, batch_size=8), batch_size=None)
+    fit_agent(agent, loader, 2, progress=False, log_every=10**9)  # timed steps log nothing
     return agent.train()
 
 

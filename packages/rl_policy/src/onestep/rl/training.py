@@ -47,7 +47,7 @@ def build_agent(name: str, obs_dim: int, act_dim: int, **overrides: Any) -> Offl
 
 def fit_agent(
     agent: OfflineAgent,
-    datamodule: L.LightningDataModule,
+    datamodule: L.LightningDataModule | Any,
     iterations: int,
     checkpoint: str | Path | None = None,
     progress: bool = True,
@@ -58,7 +58,8 @@ def fit_agent(
 
     Args:
         agent: a fresh (or resumed) agent.
-        datamodule: an :class:`~onestep.rl.data.OfflineDataModule` or the bandit's.
+        datamodule: an :class:`~onestep.rl.data.OfflineDataModule`, the bandit's, or a
+            DataLoader of batches.
         iterations: critic + actor updates.
         checkpoint: write the final weights here (``.ckpt``, reloadable with ``load_agent``).
         progress: Lightning's progress bar.
@@ -78,7 +79,10 @@ def fit_agent(
         callbacks=callbacks or [],
     )
     start = time.perf_counter()
-    trainer.fit(agent, datamodule=datamodule)
+    if isinstance(datamodule, L.LightningDataModule):
+        trainer.fit(agent, datamodule=datamodule)
+    else:
+        trainer.fit(agent, train_dataloaders=datamodule)
     wall = time.perf_counter() - start
     path = None
     if checkpoint is not None:
