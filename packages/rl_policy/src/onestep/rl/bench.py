@@ -1,7 +1,7 @@
 """``onestep-rl bench``: OFQL, FQL and DQL side by side on datasets the package collects.
 
     onestep-rl bench --output runs/bench/rl            # full budgets (BENCHMARKS.md)
-    onestep-rl bench --output runs/bench/rl --smoke    # about a minute; exits 1 when a gate fails
+    onestep-rl bench --output runs/bench/rl --smoke    # ~3 min on 2 cores; exits 1 if a gate fails
 
 One run, same data and seeds for every agent:
 
