@@ -210,3 +210,32 @@ def test_ofql_bc_loss_trains_the_average_velocity():
     loss = agent.bc_loss(torch.randn(16, OBS), torch.rand(16, ACT) * 2 - 1)
     assert loss.shape == (16,) and bool(torch.isfinite(loss).all())
     assert not _all_none_or_zero(_grads(loss.mean(), agent.actor))
+
+
+def test_ofql_bc_loss_is_the_meanflow_identity_on_a_known_velocity():
+    """With ``u(z, r, t) = W z + b t + c (t - r)`` the total derivative along ``(v, 0, 1)`` is
+    ``W v + b + c``, so the target is ``v - (t - r)(W v + b + c)`` (MeanFlow eq. 6, 8) and the
+    loss ``sg(w) ||u - u_tgt||^2 / act_dim`` with ``w = (||.||^2 + c0)^-p`` (eq. 9-10)."""
+    torch.manual_seed(0)
+    w_mat, b, c = torch.randn(ACT, ACT), torch.randn(ACT), torch.randn(ACT)
+
+    class Linear(torch.nn.Module):
+        def forward(self, a_t, s, t, gap):
+            return a_t @ w_mat.T + t[:, None] * b + gap[:, None] * c
+
+    agent = OFQL(OBS, ACT, **TINY, meanflow_p=0.5, meanflow_c=1e-3)
+    agent.actor = Linear()
+    s, a = torch.randn(64, OBS), torch.rand(64, ACT) * 2 - 1
+    agent.rng.reseed(0)
+    loss = agent.bc_loss(s, a)
+    agent.rng.reseed(0)  # the same draws, by hand
+    e = agent.rng.randn(a.shape, agent.device).to(a)
+    r, t = agent.sample_times(64)
+    assert bool((r < t).any()), "the check needs pairs with r < t"
+    z = (1 - t[:, None]) * a + t[:, None] * e
+    v = e - a
+    u = z @ w_mat.T + t[:, None] * b + (t - r)[:, None] * c
+    u_tgt = v - (t - r)[:, None] * (v @ w_mat.T + b + c)
+    sq = (u - u_tgt).square().sum(1)
+    expected = (sq + 1e-3).pow(-0.5) * sq / ACT
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)

@@ -51,3 +51,11 @@ def test_gates_fail_on_slow_ratio_missed_mode_or_nan():
     assert any("latency" in f for f in gates(_results(dql_ms=0.3)))
     assert any("bandit mode" in f for f in gates(_results(dql_ms=1.0, covered=False)))
     assert any("non-finite" in f for f in gates(_results(dql_ms=1.0, ret=float("nan"))))
+
+
+def test_unknown_dataset_names_are_refused_with_the_choices(tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    assert main(["bench", "--datasets", "hopper-mediumm", "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "hopper-mediumm" in err and "hopper-replay" in err

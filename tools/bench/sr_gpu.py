@@ -54,7 +54,12 @@ from onestep.core.lora import lora_parameters
 from onestep.sr.data import bicubic_downsample
 from onestep.sr.methods.osediff import OSEDiffVSD
 from onestep.sr.sd.osediff import osediff_from_sd_folder
-from onestep.sr.sd.tiny import sd21_unet_config, sd21_vae_config
+from onestep.sr.sd.tiny import (
+    char_text_encoder,
+    save_sd_pipeline,
+    sd21_unet_config,
+    sd21_vae_config,
+)
 
 OnBuilt = Callable[[OSEDiffVSD], None]
 SCALE = 4  # OSEDiff's SR factor
@@ -68,9 +73,6 @@ PRECISIONS: dict[str, tuple[torch.dtype, str]] = {
 }
 # Marks a folder this script wrote, with the shapes it holds, so --folder can reuse it.
 STAMP = "sr_gpu_folder.json"
-_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
-_CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789,.!?'-")
-_VOCAB = _SPECIALS + _CHARS + [c + "</w>" for c in _CHARS]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,48 +146,13 @@ def vae_config(scale: float = 1.0) -> dict[str, Any]:
     return config | {"block_out_channels": widths}
 
 
-def _tokenizer(folder: Path) -> Any:
-    """A CLIP BPE tokenizer over characters (no merges), padded to SD's 77 tokens."""
-    from transformers import CLIPTokenizer
-
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(_VOCAB)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_LENGTH
-    )
-
-
-def _text_encoder() -> Any:
-    """One CLIP layer, 1024 wide: the width SD 2.x's UNet cross-attends to."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=len(_VOCAB),
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=TEXT_WIDTH,
-        num_hidden_layers=1,
-        num_attention_heads=TEXT_WIDTH // HEAD_DIM,
-        max_position_embeddings=MAX_LENGTH,
-        projection_dim=TEXT_WIDTH,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    return CLIPTextModel(config)
-
-
 def write_sd21_folder(path: Path, unet_scale: float = 1.0, vae_scale: float = 1.0, seed: int = 0):
     """Write (or reuse) a random-weight SD 2.1-shaped pipeline folder at ``path``.
 
     Reuses ``path`` when this script wrote it with the same shapes and seed; raises if it holds
     anything else.
     """
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     stamp = {"unet": unet_config(unet_scale), "vae": vae_config(vae_scale), "seed": seed}
     if (path / STAMP).is_file():
@@ -201,30 +168,10 @@ def write_sd21_folder(path: Path, unet_scale: float = 1.0, vae_scale: float = 1.
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**stamp["unet"])
         vae = AutoencoderKL(**stamp["vae"])
-        text_encoder = _text_encoder()
-    # SD 2.1 (768)'s training schedule: v-prediction, scaled_linear betas 0.00085..0.012.
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        clip_sample=False,
-        steps_offset=1,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tokenizer(Path(tmp))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,  # pyright: ignore[reportArgumentType]
-        safety_checker=None,  # pyright: ignore[reportArgumentType]
-        feature_extractor=None,  # pyright: ignore[reportArgumentType]
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(path), safe_serialization=True)
+        # One CLIP layer, 1024 wide: the width SD 2.x's UNet cross-attends to.
+        text_encoder = char_text_encoder(TEXT_WIDTH, TEXT_WIDTH // HEAD_DIM, TEXT_WIDTH, MAX_LENGTH)
+    # SD 2.1 (768): v-prediction.
+    save_sd_pipeline(path, unet, vae, text_encoder, "v_prediction", MAX_LENGTH)
     (path / STAMP).write_text(json.dumps(stamp, indent=1))
 
 

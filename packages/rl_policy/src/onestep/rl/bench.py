@@ -228,8 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.smoke:
         specs = tuple(s for s in DATASETS if s.name in DEFAULT_DATASETS)
     if args.datasets:
-        wanted = set(args.datasets.split(","))
-        specs = tuple(s for s in (*DATASETS, *SMOKE_DATASETS) if s.name in wanted)
+        wanted = [name for name in args.datasets.split(",") if name]
+        known = {s.name: s for s in (*DATASETS, *SMOKE_DATASETS)}
+        unknown = [name for name in wanted if name not in known]
+        if unknown or not wanted:
+            raise SystemExit(
+                f"onestep-rl bench: unknown --datasets {unknown or args.datasets!r}; "
+                f"choose from {', '.join(known)}"
+            )
+        specs = tuple(known[name] for name in wanted)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {

@@ -141,7 +141,7 @@ def tiny_vae_config() -> dict[str, Any]:
     }
 
 
-def _tiny_tokenizer(folder: Path) -> Any:
+def char_tokenizer(folder: Path, max_length: int = TINY_MAX_LENGTH) -> Any:
     """A CLIP BPE tokenizer over lowercase letters, digits and a little punctuation."""
     from transformers import CLIPTokenizer
 
@@ -149,26 +149,72 @@ def _tiny_tokenizer(folder: Path) -> Any:
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(_VOCAB)}))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TINY_MAX_LENGTH
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length
     )
 
 
-def _tiny_text_encoder() -> Any:
+def char_text_encoder(
+    width: int = _TEXT_WIDTH,
+    heads: int = 2,
+    intermediate: int = 2 * _TEXT_WIDTH,
+    max_length: int = TINY_MAX_LENGTH,
+) -> Any:
+    """A one-layer random CLIP text encoder over :func:`char_tokenizer`'s vocabulary."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
         vocab_size=len(_VOCAB),
-        hidden_size=_TEXT_WIDTH,
-        intermediate_size=2 * _TEXT_WIDTH,
+        hidden_size=width,
+        intermediate_size=intermediate,
         num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=TINY_MAX_LENGTH,
-        projection_dim=_TEXT_WIDTH,
+        num_attention_heads=heads,
+        max_position_embeddings=max_length,
+        projection_dim=width,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
     )
     return CLIPTextModel(config)
+
+
+def save_sd_pipeline(
+    out: Path,
+    unet: Any,
+    vae: Any,
+    text_encoder: Any,
+    prediction_type: Literal["epsilon", "v_prediction"],
+    max_length: int = TINY_MAX_LENGTH,
+) -> Path:
+    """Save a Stable Diffusion pipeline folder of these parts with SD 2.1's training schedule.
+
+    The scheduler is DDPM with SD 2.1's scaled-linear betas (its folder ships a PNDM/DDIM config
+    with the same betas); the tokenizer is :func:`char_tokenizer`; no safety checker.
+    """
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = char_tokenizer(Path(tmp), max_length)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,  # pyright: ignore[reportArgumentType]
+        safety_checker=None,  # pyright: ignore[reportArgumentType]
+        feature_extractor=None,  # pyright: ignore[reportArgumentType]
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    return out
 
 
 def write_tiny_sd_folder(
@@ -196,12 +242,7 @@ def write_tiny_sd_folder(
         ValueError: for another ``prediction_type``.
         FileExistsError: if ``path`` exists and is not empty.
     """
-    from diffusers import (
-        AutoencoderKL,
-        DDPMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(
@@ -214,28 +255,5 @@ def write_tiny_sd_folder(
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**tiny_unet_config())
         vae = AutoencoderKL(**tiny_vae_config())
-        text_encoder = _tiny_text_encoder()
-    # SD 2.1's training schedule (its folder ships a PNDM/DDIM config with the same betas).
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type=prediction_type,
-        clip_sample=False,
-        steps_offset=1,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tiny_tokenizer(Path(tmp))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,  # pyright: ignore[reportArgumentType]
-        safety_checker=None,  # pyright: ignore[reportArgumentType]
-        feature_extractor=None,  # pyright: ignore[reportArgumentType]
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(out), safe_serialization=True)
-    return out
+        text_encoder = char_text_encoder()
+    return save_sd_pipeline(out, unet, vae, text_encoder, prediction_type)
