@@ -13,6 +13,7 @@ def _results(dql_ms: float, covered: bool = True, ret: float = 10.0) -> dict:
             "std_return": 1.0,
             "returns": [ret, ret],
             "reference": "d4rl",
+            "returns_by_iteration": {5: ret, 10: ret},
         }
         for a in ("ofql", "fql", "dql")
     }
@@ -20,6 +21,7 @@ def _results(dql_ms: float, covered: bool = True, ret: float = 10.0) -> dict:
         "agents": ["ofql", "fql", "dql"],
         "iterations": 10,
         "episodes": 2,
+        "eval_iterations": [5, 10],
         "seed": 0,
         "returns": {"hopper-replay": {"behaviour_return": 100.0, **row}},
         "timing": {
@@ -44,6 +46,7 @@ def test_report_has_every_table_and_ratio():
     assert "Training-iteration time DQL ÷ OFQL: **2.40×**" in md
     assert "goal OFQL ≥ DQL: met" in md
     assert "| ofql | 0.25 | 0.25 | 0.25 | 0.25 | True |" in md
+    assert "at iterations 5, 10" in md and "| hopper-replay | 5: 10.0, 10: 10.0 |" in md
 
 
 def test_gates_fail_on_slow_ratio_missed_mode_or_nan():

@@ -16,6 +16,7 @@ def test_quick_demo_writes_results_and_checkpoints(tmp_path, monkeypatch, capsys
     for name in ("ofql", "dql"):
         entry = results[name]
         assert isinstance(entry["return"], float) and entry["latency"] > 0
+        assert list(entry["returns_by_iteration"]) == ["100"]  # --quick: the final iteration
         agent = load_agent(entry["checkpoint"])
         assert agent.agent_name == name
         assert agent.act(torch.zeros(1, agent.hparams["obs_dim"])).shape == (1, 1)

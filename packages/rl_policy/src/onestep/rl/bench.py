@@ -36,20 +36,30 @@ LATENCY_GOAL = 5.0
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset the bench collects: ``collect(env, behavior, steps, train_steps=...)``."""
+    """A dataset the bench collects: ``collect(env, behavior, steps, train_steps=...)``.
+
+    ``small_sac``: train the behaviour policy with :data:`~onestep.rl.behavior.sac.SMALL_SAC`
+    (low-dimensional tasks, where the default SAC learns too slowly for a CPU budget).
+    """
 
     name: str
     env: str
     behavior: str
     steps: int
     train_steps: int
+    small_sac: bool = False
 
 
 DATASETS = (
     DatasetSpec("hopper-replay", "Hopper-v5", "replay", 50_000, 50_000),
     DatasetSpec("hopper-expert", "Hopper-v5", "expert", 50_000, 50_000),
     DatasetSpec(
-        "invertedpendulum-medium-expert", "InvertedPendulum-v5", "medium-expert", 20_000, 10_000
+        "invertedpendulum-medium-expert",
+        "InvertedPendulum-v5",
+        "medium-expert",
+        20_000,
+        5_000,
+        small_sac=True,
     ),
 )
 #: What a plain ``bench`` runs (hopper-expert costs another 3 x iterations of CPU time: name it
@@ -63,7 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/bench/rl"))
     p.add_argument("--smoke", action="store_true", help="tiny budgets and gates (CI)")
     p.add_argument("--iterations", type=int, default=None, help="training iterations per agent")
-    p.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per evaluation")
+    p.add_argument(
+        "--eval-points",
+        type=int,
+        default=None,
+        help="evaluations pooled per agent, spread over the second half of training "
+        "(default 3; smoke 1)",
+    )
     p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
     p.add_argument("--agents", default=",".join(AGENT_NAMES))
     p.add_argument("--seed", type=int, default=0)
@@ -73,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
+    from onestep.rl.behavior.sac import SMALL_SAC
     from onestep.rl.collect import collect
 
-    path = root / "data" / f"{spec.name}-s{seed}"
+    # The folder names the collection settings, so a changed spec never reuses old data.
+    sac = "small-sac" if spec.small_sac else "sac"
+    path = root / "data" / f"{spec.name}-{spec.steps}-{sac}{spec.train_steps}-s{seed}"
     if not (path / "data").exists():
         collect(
             spec.env,
@@ -84,6 +104,7 @@ def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
             path,
             seed=seed,
             train_steps=max(spec.train_steps, 1),
+            sac_config=SMALL_SAC if spec.small_sac else None,
             cache_dir=root / "behavior_policies",
             progress=progress,
         )
@@ -93,25 +114,33 @@ def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
 def _train_and_score(
     name: str, data: Path, spec: DatasetSpec, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
-    from onestep.rl.callbacks import agent_act_fn
     from onestep.rl.data import OfflineDataModule
-    from onestep.rl.evaluation import evaluate_policy
-    from onestep.rl.training import build_agent, fit_agent
+    from onestep.rl.scoring import fit_and_score
+    from onestep.rl.training import build_agent
 
     dm = OfflineDataModule(str(data), seed=args.seed)
     dm.setup("fit")
     agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=args.seed)
     ckpt = out / "checkpoints" / f"{spec.name}-{name}.ckpt"
-    fit = fit_agent(agent, dm, args.iterations, ckpt, progress=not args.no_progress)
-    ev = evaluate_policy(
-        agent_act_fn(agent, args.seed),
+    scored = fit_and_score(
+        agent,
+        dm,
+        args.iterations,
         spec.env,
         args.episodes,
         seed=args.seed,
+        points=args.eval_points,
+        checkpoint=ckpt,
         dataset_metadata=dm.dataset.metadata,
+        progress=not args.no_progress,
     )
-    print(f"[{spec.name}] {name}: {ev.summary()} (trained {fit.wall_s:.0f} s)", flush=True)
-    return {**ev.to_dict(), "train_s": fit.wall_s, "checkpoint": str(ckpt)}
+    points = ", ".join(f"{it}: {ret:.1f}" for it, ret in scored.by_iteration.items())
+    print(
+        f"[{spec.name}] {name}: {scored.result.summary()} (pooled; by iteration {points}; "
+        f"trained {scored.fit.wall_s:.0f} s)",
+        flush=True,
+    )
+    return {**scored.to_dict(), "checkpoint": str(ckpt)}
 
 
 def _fmt(mean: float | None, std: float | None) -> str:
@@ -125,8 +154,10 @@ def report(results: dict[str, Any]) -> str:
         "# onestep-rl bench: OFQL, FQL and DQL on collected datasets",
         "",
         f"{results['iterations']} training iterations per agent (one critic and one actor "
-        f"update each), batch 256, seed {results['seed']}; evaluation over "
-        f"{results['episodes']} seeded episodes (the same for every agent). Normalised: "
+        f"update each), batch 256, seed {results['seed']}. Each agent is evaluated over "
+        f"{results['episodes']} seeded episodes (the same for every agent) at iterations "
+        f"{', '.join(map(str, results.get('eval_iterations', [results['iterations']])))}, "
+        "and the episodes are pooled (mean ± std over all of them). Normalised: "
         "100 × (return − random) / (expert − random) with the reference named per dataset.",
         "",
         "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
@@ -142,6 +173,16 @@ def report(results: dict[str, Any]) -> str:
     lines.append("|---|" + "---|" * len(agents))
     for spec_name, row in results["returns"].items():
         cells = [_fmt(row[a]["mean_return"], row[a]["std_return"]) for a in agents]
+        lines.append(f"| {spec_name} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean return at each evaluated iteration:", ""]
+    lines += ["| dataset | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+    for spec_name, row in results["returns"].items():
+        cells = [
+            ", ".join(
+                f"{it}: {ret:.1f}" for it, ret in row[a].get("returns_by_iteration", {}).items()
+            )
+            for a in agents
+        ]
         lines.append(f"| {spec_name} | " + " | ".join(cells) + " |")
     t = results["timing"]
     act, step = t["act_ms"], t["step_ms"]
@@ -217,12 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from onestep.rl.bench_bandit import bandit_coverage_run
     from onestep.rl.bench_timing import time_agents
+    from onestep.rl.scoring import late_iterations
 
     if args.threads:
         torch.set_num_threads(args.threads)
     start, progress = time.perf_counter(), not args.no_progress
     args.iterations = args.iterations or (100 if args.smoke else 2000)
     args.episodes = args.episodes or (2 if args.smoke else 10)
+    args.eval_points = args.eval_points or (1 if args.smoke else 3)
     agents = tuple(a for a in args.agents.split(",") if a)
     specs = SMOKE_DATASETS
     if not args.smoke:
@@ -243,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "agents": list(agents),
         "iterations": args.iterations,
         "episodes": args.episodes,
+        "eval_iterations": late_iterations(args.iterations, args.eval_points),
         "seed": args.seed,
         "datasets": [asdict(s) for s in specs],
         "returns": {},

@@ -8,6 +8,7 @@ meet the same start states.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -42,6 +43,7 @@ class EvalCallback(Callback):
         episodes: episodes per evaluation.
         seed: environment and policy-noise seed.
         dataset_metadata: passed to :func:`evaluate_policy` for dataset-based references.
+        at: evaluate at exactly these iterations instead of every ``every``.
     """
 
     def __init__(
@@ -51,11 +53,15 @@ class EvalCallback(Callback):
         episodes: int = 5,
         seed: int = 0,
         dataset_metadata: dict[str, Any] | None = None,
+        at: Sequence[int] | None = None,
     ):
         super().__init__()
         if every < 1 or episodes < 1:
             raise ValueError(f"every and episodes must be >= 1, got {every} and {episodes}")
+        if at is not None and (not at or min(at) < 1):
+            raise ValueError(f"at must list iterations >= 1, got {at}")
         self.env_id, self.every, self.episodes, self.seed = env_id, every, episodes, seed
+        self.at = None if at is None else frozenset(int(i) for i in at)
         self.dataset_metadata = dataset_metadata
         self.history: list[tuple[int, EvalResult]] = []
 
@@ -85,8 +91,9 @@ class EvalCallback(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Evaluate after every ``every``-th iteration (the agent counts them)."""
-        if pl_module.iteration % self.every == 0:
+        """Evaluate after every ``every``-th iteration, or at ``at`` (the agent counts them)."""
+        it = pl_module.iteration
+        if (it in self.at) if self.at is not None else (it % self.every == 0):
             self._evaluate(trainer, pl_module, log=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:

@@ -8,9 +8,11 @@
 2. trains OFQL (one-step average-velocity policy) and DQL (5-step diffusion policy) on the same
    data with the same seed for ``--iterations`` iterations each (checkpoints ``DIR/ofql.ckpt``,
    ``DIR/dql.ckpt``; reload with ``onestep-rl evaluate --checkpoint``);
-3. evaluates both over the same ``--episodes`` seeded episodes and times one action (batch 1)
-   side by side, and writes ``DIR/results.json`` keyed by agent (``return``, ``latency``...) and a
-   markdown table ``DIR/results.md``.
+3. evaluates both over the same ``--episodes`` seeded episodes at ``--eval-points`` iterations
+   of the second half of training, pools those episodes (one checkpoint alone is a noisy
+   score: :mod:`onestep.rl.scoring`), and times one action (batch 1) side by side;
+4. writes ``DIR/results.json`` keyed by agent (``return``, ``latency``...) and a markdown
+   table ``DIR/results.md``.
 
 All on the CPU in minutes; ``--quick`` shrinks every budget to a smoke test.
 """
@@ -26,9 +28,6 @@ from typing import Any
 
 __all__ = ["main"]
 
-#: A small, fast SAC for the behaviour policy (measured: InvertedPendulum-v5 from a return of
-#: about 5 to 63-89 in 1,500 steps, seconds on a CPU).
-DEMO_SAC = {"hidden": 64, "layers": 2, "batch_size": 64, "lr": 1e-3}
 DEMO_AGENTS = ("ofql", "dql")
 
 
@@ -40,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20_000, help="transitions to collect")
     p.add_argument("--train-steps", type=int, default=5000, help="SAC steps for the behaviour")
     p.add_argument("--iterations", type=int, default=3000, help="training iterations per agent")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, default=10, help="episodes per evaluation")
+    p.add_argument(
+        "--eval-points",
+        type=int,
+        default=3,
+        help="evaluations pooled per agent, spread over the second half of training",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="tiny budgets (a smoke test)")
@@ -48,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-QUICK = {"steps": 2000, "train_steps": 1500, "iterations": 100, "episodes": 2}
+QUICK = {"steps": 2000, "train_steps": 1500, "iterations": 100, "episodes": 2, "eval_points": 1}
 
 
 def _dataset(args: argparse.Namespace, progress: bool) -> Path:
     """Collect the dataset once per settings (reused by a rerun into the same folder)."""
     from onestep.rl.behavior.cache import default_cache_dir
-    from onestep.rl.behavior.sac import SACConfig
+    from onestep.rl.behavior.sac import SMALL_SAC
     from onestep.rl.collect import collect
 
     name = f"{args.env}-{args.behavior}-{args.steps}-sac{args.train_steps}-s{args.seed}"
@@ -67,7 +72,7 @@ def _dataset(args: argparse.Namespace, progress: bool) -> Path:
             path,
             seed=args.seed,
             train_steps=args.train_steps,
-            sac_config=SACConfig(**DEMO_SAC),
+            sac_config=SMALL_SAC,
             cache_dir=default_cache_dir(),
             progress=progress,
         )
@@ -105,10 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from onestep.core.bench.timing import interleaved_medians
-    from onestep.rl.callbacks import agent_act_fn
     from onestep.rl.data import OfflineDataModule
-    from onestep.rl.evaluation import evaluate_policy
-    from onestep.rl.training import build_agent, fit_agent
+    from onestep.rl.scoring import fit_and_score
+    from onestep.rl.training import build_agent
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,15 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         dm = OfflineDataModule(str(data_path), seed=args.seed)
         dm.setup("fit")
         agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=args.seed)
-        fit = fit_agent(agent, dm, args.iterations, args.output / f"{name}.ckpt", progress)
-        ev = evaluate_policy(
-            agent_act_fn(agent, args.seed),
+        scored = fit_and_score(
+            agent,
+            dm,
+            args.iterations,
             args.env,
             args.episodes,
             seed=args.seed,
+            points=args.eval_points,
+            checkpoint=args.output / f"{name}.ckpt",
             dataset_metadata=dm.dataset.metadata,
+            progress=progress,
         )
-        print(f"{name}: {ev.summary()}")
+        ev = scored.result
+        points = ", ".join(f"{it}: {ret:.1f}" for it, ret in scored.by_iteration.items())
+        print(f"{name}: {ev.summary()} (pooled; by iteration {points})")
         agents[name] = agent
         results[name] = {
             "return": ev.mean_return,
@@ -137,10 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "normalized": ev.normalized_mean,
             "reference": ev.reference,
             "returns": ev.returns,
-            "train_s": fit.wall_s,
+            "returns_by_iteration": scored.by_iteration,
+            "train_s": scored.fit.wall_s,
             "iterations": args.iterations,
             "candidates": agent.hparams["num_candidates"],
-            "checkpoint": str(fit.checkpoint),
+            "checkpoint": str(scored.fit.checkpoint),
         }
     obs = torch.zeros(1, agents["ofql"].hparams["obs_dim"])
     g = torch.Generator().manual_seed(0)

@@ -31,7 +31,7 @@ import numpy as np
 
 from onestep.rl.envs import make_env, score_reference
 
-__all__ = ["EvalResult", "evaluate_policy", "write_video"]
+__all__ = ["EvalResult", "evaluate_policy", "pool_results", "write_video"]
 
 ActFn = Callable[[np.ndarray], np.ndarray]
 
@@ -222,6 +222,69 @@ def _record_videos(
     return paths, None
 
 
+def _scored(
+    env_id: str,
+    seed: int,
+    returns: list[float],
+    lengths: list[int],
+    dataset_metadata: dict[str, Any] | None,
+    reference: str,
+) -> EvalResult:
+    """An :class:`EvalResult` for these episode returns, normalised where references exist."""
+    values = np.asarray(returns, dtype=np.float64)
+    result = EvalResult(
+        env_id=env_id,
+        seed=seed,
+        returns=values.tolist(),
+        lengths=list(lengths),
+        mean_return=float(values.mean()),
+        std_return=float(values.std()),
+    )
+    ref = score_reference(env_id, dataset_metadata, reference)
+    if ref is None:
+        result.normalized_error = (
+            f"no reference returns for {env_id} (reference={reference!r}; D4RL has hopper, "
+            "halfcheetah, walker2d, ant; dataset metadata may give ref_min_score / ref_max_score)"
+        )
+    else:
+        normalized = ref.normalize(values)
+        result.normalized_mean = float(normalized.mean())
+        result.normalized_std = float(normalized.std())
+        result.reference = ref.describe()
+    return result
+
+
+def pool_results(
+    results: list[EvalResult],
+    dataset_metadata: dict[str, Any] | None = None,
+    reference: str = "auto",
+) -> EvalResult:
+    """One result over the episodes of several evaluations of the same environment.
+
+    Scoring an agent by its evaluations at a few late training iterations, pooled, measures the
+    policy the run converges to rather than one lucky or unlucky checkpoint (single checkpoints
+    of the same run differed by 2x on InvertedPendulum; see BENCHMARKS.md). Mean and std are
+    over all pooled episodes; ``seed`` and ``wall_s`` are the first result's and the sum.
+
+    Args:
+        results: evaluations of one environment (at least one).
+        dataset_metadata: as for :func:`evaluate_policy`.
+        reference: as for :func:`evaluate_policy`.
+    """
+    if not results:
+        raise ValueError("pool_results needs at least one evaluation")
+    envs = {r.env_id for r in results}
+    if len(envs) > 1:
+        raise ValueError(f"cannot pool evaluations of different environments: {sorted(envs)}")
+    returns = [x for r in results for x in r.returns]
+    lengths = [n for r in results for n in r.lengths]
+    pooled = _scored(
+        results[0].env_id, results[0].seed, returns, lengths, dataset_metadata, reference
+    )
+    pooled.wall_s = sum(r.wall_s for r in results)
+    return pooled
+
+
 def evaluate_policy(
     act_fn: ActFn,
     env_id: str,
@@ -258,26 +321,9 @@ def evaluate_policy(
         runs = [_run_episode(act_fn, env, seed + k, None, None) for k in range(episodes)]
     finally:
         env.close()
-    returns = np.array([r for r, _ in runs])
-    result = EvalResult(
-        env_id=env_id,
-        seed=seed,
-        returns=returns.tolist(),
-        lengths=[n for _, n in runs],
-        mean_return=float(returns.mean()),
-        std_return=float(returns.std()),
+    result = _scored(
+        env_id, seed, [r for r, _ in runs], [n for _, n in runs], dataset_metadata, reference
     )
-    ref = score_reference(env_id, dataset_metadata, reference)
-    if ref is None:
-        result.normalized_error = (
-            f"no reference returns for {env_id} (reference={reference!r}; D4RL has hopper, "
-            "halfcheetah, walker2d, ant; dataset metadata may give ref_min_score / ref_max_score)"
-        )
-    else:
-        normalized = ref.normalize(returns)
-        result.normalized_mean = float(normalized.mean())
-        result.normalized_std = float(normalized.std())
-        result.reference = ref.describe()
     if video_dir is not None and video_episodes > 0:
         seeds = [seed + k for k in range(min(video_episodes, episodes))]
         result.videos, result.video_error = _record_videos(
