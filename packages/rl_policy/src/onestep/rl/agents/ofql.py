@@ -74,8 +74,12 @@ class OFQL(OfflineAgent):
             same way).
         time_mean: mean of the logit-normal time draws (``sigmoid(N(mean, std))``).
         time_std: std of the logit-normal time draws.
-        meanflow_p: adaptive-weight power of the MeanFlow loss (MeanFlow's images: 1; 0, the
-            plain squared error, diverged on the bandit; 0.5 is pseudo-Huber-like).
+        meanflow_p: adaptive-weight power of the MeanFlow loss (MeanFlow's images: 1; 0.5 is
+            pseudo-Huber-like). Measured against 0 (plain squared error) on the demo's
+            InvertedPendulum data, 3k iterations, alpha 1, seeds 0 / 1: one-step returns
+            77 / 95 with 0.5, 57 / 54 with 0; with alpha 0 (BC alone, seed 0) 0 did better,
+            78 against 40. With 0 the bandit's coverage fell to 4-12% per mode (one mode
+            under 5% on seed 1).
         meanflow_c: adaptive-weight constant.
         time_dim: size of each time embedding.
         seed: initialisation and per-step draw seed.
