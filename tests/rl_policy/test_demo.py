@@ -22,5 +22,6 @@ def test_quick_demo_writes_results_and_checkpoints(tmp_path, monkeypatch, capsys
         assert agent.act(torch.zeros(1, agent.hparams["obs_dim"])).shape == (1, 1)
     # DQL samples 50 candidates through 5 steps: far slower than one OFQL evaluation.
     assert results["latency_ratio"] > 2
-    assert "Action latency DQL ÷ OFQL" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "Action latency DQL ÷ OFQL" in table and "| 100: " in table
     assert "wrote" in capsys.readouterr().out

@@ -81,14 +81,16 @@ def _dataset(args: argparse.Namespace, progress: bool) -> Path:
 
 def _table(results: dict[str, Any]) -> str:
     lines = [
-        "| agent | return (mean ± std) | normalised | action latency ms (batch 1) | train s |",
-        "|---|---|---|---|---|",
+        "| agent | return (mean ± std, pooled) | normalised | return at each evaluated "
+        "iteration | action latency ms (batch 1) | train s |",
+        "|---|---|---|---|---|---|",
     ]
     for name in DEMO_AGENTS:
         r = results[name]
         norm = "n/a" if r["normalized"] is None else f"{r['normalized']:.1f}"
+        points = ", ".join(f"{it}: {ret:.1f}" for it, ret in r["returns_by_iteration"].items())
         lines.append(
-            f"| {name} | {r['return']:.1f} ± {r['return_std']:.1f} | {norm} | "
+            f"| {name} | {r['return']:.1f} ± {r['return_std']:.1f} | {norm} | {points} | "
             f"{r['latency'] * 1e3:.3f} | {r['train_s']:.0f} |"
         )
     lines.append("")
