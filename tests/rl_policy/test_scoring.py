@@ -61,3 +61,15 @@ def test_fit_and_score_evaluates_at_the_late_iterations_and_pools_them(tmp_path)
     assert len(scored.result.returns) == 6 and agent.iteration == 12
     assert scored.result.mean_return == pytest.approx(np.mean(list(scored.by_iteration.values())))
     assert (tmp_path / "a.ckpt").exists() and scored.to_dict()["returns_by_iteration"]
+    with pytest.raises(ValueError, match="fresh agent"):
+        fit_and_score(agent, dm, 4, ENV, episodes=1, progress=False)
+
+
+@pytest.mark.parametrize("verb", ["bench", "demo"])
+def test_an_impossible_evaluation_schedule_is_refused_before_any_work(verb, tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    argv = [verb, "--iterations", "2", "--eval-points", "3", "--output", str(tmp_path)]
+    assert main(argv) == 1
+    assert "lower --eval-points" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -266,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.iterations = args.iterations or (100 if args.smoke else 2000)
     args.episodes = args.episodes or (2 if args.smoke else 10)
     args.eval_points = args.eval_points or (1 if args.smoke else 3)
+    try:
+        eval_iterations = late_iterations(args.iterations, args.eval_points)
+    except ValueError as err:
+        raise SystemExit(
+            f"onestep-rl bench: {err}; lower --eval-points or raise --iterations"
+        ) from None
     agents = tuple(a for a in args.agents.split(",") if a)
     specs = SMOKE_DATASETS
     if not args.smoke:
@@ -286,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "agents": list(agents),
         "iterations": args.iterations,
         "episodes": args.episodes,
-        "eval_iterations": late_iterations(args.iterations, args.eval_points),
+        "eval_iterations": eval_iterations,
         "seed": args.seed,
         "datasets": [asdict(s) for s in specs],
         "returns": {},

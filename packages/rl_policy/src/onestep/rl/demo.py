@@ -109,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    from onestep.rl.scoring import late_iterations
+
+    try:  # refuse a bad schedule before minutes of collection and training
+        late_iterations(args.iterations, args.eval_points)
+    except ValueError as err:
+        raise SystemExit(
+            f"onestep-rl demo: {err}; lower --eval-points or raise --iterations"
+        ) from None
     import torch
 
     from onestep.core.bench.timing import interleaved_medians

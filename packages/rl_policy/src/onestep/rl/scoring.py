@@ -79,6 +79,11 @@ def fit_and_score(
         dataset_metadata: the dataset's metadata (reference returns).
         progress: Lightning's progress bar.
     """
+    if agent.iteration != 0:
+        raise ValueError(
+            f"fit_and_score needs a fresh agent (iteration 0), got one at iteration "
+            f"{agent.iteration}: score a trained agent with onestep.rl.evaluation.evaluate_policy"
+        )
     at = late_iterations(iterations, points)
     cb = EvalCallback(
         env_id, episodes=episodes, seed=seed, dataset_metadata=dataset_metadata, at=at

@@ -80,7 +80,7 @@ class SACConfig:
 SMALL_SAC = SACConfig(hidden=64, layers=2, batch_size=64, lr=1e-3)
 """A small, fast SAC for low-dimensional tasks (the demo and the bench's InvertedPendulum data).
 
-Measured on InvertedPendulum-v5 (seed 0, CPU, deterministic returns over 5 episodes): in 5,000
+Measured on InvertedPendulum-v5 (seed 0, CPU, the snapshots' deterministic returns): in 5,000
 steps (13 s) it climbs to 1000 at step 3,500 and ends at 138; the default config climbs slowly,
 74 at 2,000 steps and 85-113 from 3,000 to 10,000 (245 s). Not a bug, a slow learner: its
 temperature starts at 1 and falls at ``lr = 3e-4``, against a reward of 1 per step.
