@@ -1,7 +1,12 @@
-"""``onestep-rl bench``'s report and smoke gates on hand-made results (the run itself is CI's
-benchmark step: ``tools/bench/run.py --smoke``)."""
+"""``onestep-rl bench``'s report, smoke gates and ``--seeds`` summary on hand-made results
+(the run itself is CI's benchmark step: ``tools/bench/run.py --smoke``)."""
+
+import statistics
+
+import pytest
 
 from onestep.rl.bench import gates, report
+from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary, seed_summary_lines
 
 
 def _results(dql_ms: float, covered: bool = True, ret: float = 10.0) -> dict:
@@ -62,3 +67,86 @@ def test_unknown_dataset_names_are_refused_with_the_choices(tmp_path, capsys):
     assert main(["bench", "--datasets", "hopper-mediumm", "--output", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "hopper-mediumm" in err and "hopper-replay" in err
+
+
+def test_parse_seeds_lists_ranges_and_refusals():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("5, 1-2, 5") == [5, 1, 2]
+    for bad in ("", "a", "1-b", ",", "-1"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+
+
+def test_run_label_names_the_seed_only_when_there_are_several():
+    assert run_label("hopper-replay", 3, [3]) == "hopper-replay"
+    assert run_label("hopper-replay", 3, [1, 3]) == "hopper-replay s3"
+
+
+def _row(seed: int, ofql: float, dql: float) -> dict:
+    def entry(ret: float) -> dict:
+        return {"mean_return": ret, "normalized_mean": ret / 10, "normalized_std": 0.0}
+
+    return {
+        "dataset": "ip",
+        "seed": seed,
+        "ofql": entry(ofql),
+        "fql": entry(50.0),
+        "dql": entry(dql),
+    }
+
+
+def test_seed_summary_means_spreads_and_paired_difference():
+    returns = {
+        f"ip s{s}": _row(s, o, d)
+        for s, o, d in [(0, 100.0, 80.0), (1, 40.0, 70.0), (2, 90.0, 60.0)]
+    }
+    summary = seed_summary(returns, ["ofql", "fql", "dql"])["ip"]
+    assert summary["seeds"] == [0, 1, 2]
+    assert summary["ofql"]["mean_return"] == pytest.approx(230 / 3)
+    assert summary["ofql"]["std_return"] == pytest.approx(statistics.stdev([100, 40, 90]))
+    assert summary["dql"]["normalized_mean"] == pytest.approx(7.0)
+    assert summary["fql"]["std_return"] == 0.0
+    diff = summary["ofql_minus_dql"]
+    assert diff["mean"] == pytest.approx(20 / 3)
+    assert diff["stderr"] == pytest.approx(statistics.stdev([20, -30, 30]) / 3**0.5)
+    assert (diff["ofql_at_least_dql"], diff["seeds"]) == (2, 3)
+    lines = "\n".join(
+        seed_summary_lines(seed_summary(returns, ["ofql", "fql", "dql"]), ["ofql", "fql", "dql"])
+    )
+    assert "| ip | 0, 1, 2 | 76.7 ± 32.1 |" in lines
+    assert "goal OFQL ≥ DQL on the mean: **met**" in lines
+    assert "OFQL ≥ DQL in 2 of 3 seeds" in lines
+
+
+def test_one_seed_has_no_spread_and_a_missing_reference_stays_none():
+    row = _row(0, 10.0, 20.0)
+    row["ofql"]["normalized_mean"] = None
+    summary = seed_summary({"ip": row}, ["ofql", "dql"])["ip"]
+    assert summary["ofql"]["normalized_mean"] is None and summary["ofql"]["std_return"] == 0.0
+    assert summary["ofql_minus_dql"]["stderr"] == 0.0
+    assert "**not met**" in "\n".join(seed_summary_lines({"ip": summary}, ["ofql", "dql"]))
+
+
+def test_report_adds_the_across_seed_section_only_for_several_seeds():
+    one = _results(dql_ms=1.0)
+    assert "Across seeds" not in report(one) and "seed 0." in report(one)
+    several = _results(dql_ms=1.0)
+    row = several["returns"].pop("hopper-replay")
+    for s in (0, 1):
+        several["returns"][f"hopper-replay s{s}"] = {**row, "dataset": "hopper-replay", "seed": s}
+    several["seeds"] = [0, 1]
+    several["across_seeds"] = seed_summary(several["returns"], several["agents"])
+    md = report(several)
+    assert "seeds 0, 1 (each with its own collected data)" in md
+    assert "| hopper-replay s1 | 100.0 | d4rl |" in md
+    assert "| hopper-replay | 0, 1 | 10.0 ± 0.0 |" in md
+    assert "hopper-replay, 2 seeds: OFQL 10.0 vs DQL 10.0" in md
+
+
+def test_bad_seeds_are_refused_before_any_work(tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    assert main(["bench", "--seeds", "0,x", "--output", str(tmp_path)]) == 1
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

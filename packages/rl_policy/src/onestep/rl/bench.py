@@ -2,8 +2,10 @@
 
     onestep-rl bench --output runs/bench/rl            # full budgets (BENCHMARKS.md)
     onestep-rl bench --output runs/bench/rl --smoke    # ~3 min on 2 cores; exits 1 if a gate fails
+    onestep-rl bench --seeds 0-4 --datasets invertedpendulum-medium-expert  # 5 seeds, one run
 
-One run, same data and seeds for every agent:
+One run, same data and seeds for every agent (``--seeds``: each seed collects its own data, and
+the report adds each agent's mean over seeds, :mod:`onestep.rl.bench_seeds`):
 
 * **returns**: each agent trains ``--iterations`` iterations on each dataset (collected with
   :func:`~onestep.rl.collect.collect`: SAC behaviour policies trained by the package) and is
@@ -27,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary, seed_summary_lines
 
 __all__ = ["DATASETS", "DatasetSpec", "main"]
 
@@ -84,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
     p.add_argument("--agents", default=",".join(AGENT_NAMES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="several seeds in one run, e.g. 0,1,2 or 0-4 (overrides --seed): each seed "
+        "collects its own data and trains every agent; the report adds the across-seed means",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -112,23 +122,23 @@ def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
 
 
 def _train_and_score(
-    name: str, data: Path, spec: DatasetSpec, args: argparse.Namespace, out: Path
+    name: str, data: Path, spec: DatasetSpec, seed: int, args: argparse.Namespace, out: Path
 ) -> dict[str, Any]:
     from onestep.rl.data import OfflineDataModule
     from onestep.rl.scoring import fit_and_score
     from onestep.rl.training import build_agent
 
-    dm = OfflineDataModule(str(data), seed=args.seed)
+    dm = OfflineDataModule(str(data), seed=seed)
     dm.setup("fit")
-    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=args.seed)
-    ckpt = out / "checkpoints" / f"{spec.name}-{name}.ckpt"
+    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed)
+    ckpt = out / "checkpoints" / f"{spec.name}-s{seed}-{name}.ckpt"
     scored = fit_and_score(
         agent,
         dm,
         args.iterations,
         spec.env,
         args.episodes,
-        seed=args.seed,
+        seed=seed,
         points=args.eval_points,
         checkpoint=ckpt,
         dataset_metadata=dm.dataset.metadata,
@@ -136,11 +146,18 @@ def _train_and_score(
     )
     points = ", ".join(f"{it}: {ret:.1f}" for it, ret in scored.by_iteration.items())
     print(
-        f"[{spec.name}] {name}: {scored.result.summary()} (pooled; by iteration {points}; "
+        f"[{spec.name} s{seed}] {name}: {scored.result.summary()} (pooled; by iteration {points}; "
         f"trained {scored.fit.wall_s:.0f} s)",
         flush=True,
     )
     return {**scored.to_dict(), "checkpoint": str(ckpt)}
+
+
+def _seeds_phrase(results: dict[str, Any]) -> str:
+    seeds = results.get("seeds", [results["seed"]])
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds))} (each with its own collected data)"
 
 
 def _fmt(mean: float | None, std: float | None) -> str:
@@ -154,7 +171,7 @@ def report(results: dict[str, Any]) -> str:
         "# onestep-rl bench: OFQL, FQL and DQL on collected datasets",
         "",
         f"{results['iterations']} training iterations per agent (one critic and one actor "
-        f"update each), batch 256, seed {results['seed']}. Each agent is evaluated over "
+        f"update each), batch 256, {_seeds_phrase(results)}. Each agent is evaluated over "
         f"{results['episodes']} seeded episodes (the same for every agent) at iterations "
         f"{', '.join(map(str, results.get('eval_iterations', [results['iterations']])))}, "
         "and the episodes are pooled (mean ± std over all of them). Normalised: "
@@ -200,6 +217,8 @@ def report(results: dict[str, Any]) -> str:
     if "dql_chain" in act:
         lines.append(f"| dql (bare chain, 1 sample) | {act['dql_chain']:.3f} | |")
     lines += ["", *verdict(results)]
+    if results.get("across_seeds"):
+        lines += ["", *seed_summary_lines(results["across_seeds"], agents)]
     bandit = results.get("bandit")
     if bandit:
         lines += ["", "### Bandit (Diffusion-QL's 2-D toy): share of actions at each mode", ""]
@@ -251,6 +270,23 @@ def gates(results: dict[str, Any]) -> list[str]:
     return failures
 
 
+def _select_specs(args: argparse.Namespace) -> tuple[DatasetSpec, ...]:
+    """The datasets to run: ``--datasets`` by name, else the smoke or default set."""
+    if not args.datasets:
+        if args.smoke:
+            return SMOKE_DATASETS
+        return tuple(s for s in DATASETS if s.name in DEFAULT_DATASETS)
+    wanted = [name for name in args.datasets.split(",") if name]
+    known = {s.name: s for s in (*DATASETS, *SMOKE_DATASETS)}
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise SystemExit(
+            f"onestep-rl bench: unknown --datasets {unknown or args.datasets!r}; "
+            f"choose from {', '.join(known)}"
+        )
+    return tuple(known[name] for name in wanted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 if a smoke gate fails."""
     args = build_parser().parse_args(argv)
@@ -272,20 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(
             f"onestep-rl bench: {err}; lower --eval-points or raise --iterations"
         ) from None
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+    except ValueError as err:
+        raise SystemExit(f"onestep-rl bench: --seeds: {err}") from None
     agents = tuple(a for a in args.agents.split(",") if a)
-    specs = SMOKE_DATASETS
-    if not args.smoke:
-        specs = tuple(s for s in DATASETS if s.name in DEFAULT_DATASETS)
-    if args.datasets:
-        wanted = [name for name in args.datasets.split(",") if name]
-        known = {s.name: s for s in (*DATASETS, *SMOKE_DATASETS)}
-        unknown = [name for name in wanted if name not in known]
-        if unknown or not wanted:
-            raise SystemExit(
-                f"onestep-rl bench: unknown --datasets {unknown or args.datasets!r}; "
-                f"choose from {', '.join(known)}"
-            )
-        specs = tuple(known[name] for name in wanted)
+    specs = _select_specs(args)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
@@ -293,22 +321,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "iterations": args.iterations,
         "episodes": args.episodes,
         "eval_iterations": eval_iterations,
-        "seed": args.seed,
+        "seed": seeds[0],
+        "seeds": seeds,
         "datasets": [asdict(s) for s in specs],
         "returns": {},
     }
-    results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=args.seed)
+    results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=seeds[0])
     results["timing"] = time_agents(agents, repeats=7 if args.smoke else 15)
-    for spec in specs:
-        data = _collect(spec, out, args.seed, progress)
-        from onestep.rl.data import load_dataset
+    from onestep.rl.data import load_dataset
 
-        meta = load_dataset(data).metadata
-        row: dict[str, Any] = {"behaviour_return": meta.get("mean_episode_return")}
-        for name in agents:
-            row[name] = _train_and_score(name, data, spec, args, out)
-        results["returns"][spec.name] = row
-        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    for spec in specs:
+        for seed in seeds:
+            data = _collect(spec, out, seed, progress)
+            meta = load_dataset(data).metadata
+            row: dict[str, Any] = {
+                "dataset": spec.name,
+                "seed": seed,
+                "behaviour_return": meta.get("mean_episode_return"),
+            }
+            for name in agents:
+                row[name] = _train_and_score(name, data, spec, seed, args, out)
+            results["returns"][run_label(spec.name, seed, seeds)] = row
+            (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if len(seeds) > 1:
+        results["across_seeds"] = seed_summary(results["returns"], agents)
     results["wall_s"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     md = report(results)
