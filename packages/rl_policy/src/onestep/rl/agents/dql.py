@@ -13,6 +13,13 @@ Reinforcement Learning".
 * Acting: 50 candidate actions per state, one drawn with probabilities ``softmax(min Q')``
   (the public code's ``sample_action``); ``act(obs, num_candidates=1)`` runs the bare chain.
   The public code samples from the live actor (not the EMA) there; so does ``act`` by default.
+
+Left out of the public code's recipe: the max-Q backup (AntMaze only); its per-task gradient-norm
+clip (``gn`` 1-10, here ``grad_clip``, off by default); and its ``--lr_decay``, which matters
+less than it reads: the cosine schedule has ``T_max = num_epochs`` (2000 on MuJoCo) but steps
+once per training call of 50 epochs, so after the full 2M iterations the learning rate is still
+99.9% of its start (``(1 + cos(pi 40 / 2000)) / 2``). A constant learning rate is what that code
+trains with.
 """
 
 from __future__ import annotations
