@@ -180,14 +180,32 @@ class OfflineAgent(L.LightningModule):
         return self.rng.randint(2)
 
     def q_policy(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """``(Q, Q_scale)`` for Diffusion-QL's Q term: one random critic and the other."""
+        """``(Q, Q_scale)`` for Diffusion-QL's Q term: one random critic and the other.
+
+        ``Q_scale`` covers the global batch (:meth:`global_batch`).
+        """
         q1, q2 = self.critic(s, a)
-        return (q1, q2) if self.pick() == 0 else (q2, q1)
+        q, scale = (q1, q2) if self.pick() == 0 else (q2, q1)
+        return q, self.global_batch(scale)
+
+    def global_batch(self, x: Tensor) -> Tensor:
+        """``x`` (detached) from every process, concatenated; ``x`` itself in one process.
+
+        Batch statistics such as the Q term's ``mean|Q|`` then equal a single process's on
+        the same global batch.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return x.detach()
+        gathered = self.all_gather(x.detach())
+        assert isinstance(gathered, Tensor)
+        return gathered.reshape(-1)
 
     # -- training ------------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        """Take ``obs_mean`` / ``obs_std`` from the datamodule when it offers them."""
+        """Check the strategy; take ``obs_mean`` / ``obs_std`` from the datamodule if offered."""
+        _check_ddp(self.trainer)
         dm = getattr(self.trainer, "datamodule", None)
         mean, std = getattr(dm, "obs_mean", None), getattr(dm, "obs_std", None)
         if mean is not None and std is not None:
@@ -357,6 +375,17 @@ class OfflineAgent(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the iteration counter (EMA schedule, per-step draws)."""
         self.iteration = int(checkpoint.get("onestep_rl_iteration", 0))
+
+
+def _check_ddp(trainer: L.Trainer) -> None:
+    """Refuse DDP without unused-parameter detection: each update moves only some networks."""
+    kwargs = getattr(trainer.strategy, "_ddp_kwargs", None)
+    if trainer.world_size > 1 and kwargs is not None and not kwargs.get("find_unused_parameters"):
+        raise ValueError(
+            "the offline-RL agents update the critics and the actor in separate steps, so DDP "
+            "must detect unused parameters: use strategy='ddp_find_unused_parameters_true' (or "
+            "DDPStrategy(find_unused_parameters=True))"
+        )
 
 
 def _mean2(a: Tensor, b: Tensor) -> Tensor:

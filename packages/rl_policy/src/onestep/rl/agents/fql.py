@@ -148,7 +148,8 @@ class FQL(OfflineAgent):
         distill = distill_loss(a_pi, target)
         q1, q2 = self.critic(s, a_pi.clamp(-1.0, 1.0))
         q = 0.5 * (q1 + q2)
-        q_loss = normalized_q_loss(q, q) if self.hparams["normalize_q_loss"] else -q
+        normalize = self.hparams["normalize_q_loss"]
+        q_loss = normalized_q_loss(q, self.global_batch(q)) if normalize else -q
         return distill, q_loss
 
     def actor_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

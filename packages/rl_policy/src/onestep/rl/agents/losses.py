@@ -51,9 +51,14 @@ def normalized_q_loss(q: Tensor, q_scale: Tensor) -> Tensor:
 
     Args:
         q: ``Q(s, a_pi)`` with gradient to the policy, ``[B]``.
-        q_scale: the values whose mean magnitude sets the scale, ``[B]`` (detached here).
+        q_scale: the values whose mean magnitude sets the scale (detached here): ``[B]``, or
+            the whole global batch's under data parallelism (``[world_size * B]``), so that
+            every process divides by the same statistic a single process would.
     """
-    check_same_shape(q=q, q_scale=q_scale)
+    if q.ndim != 1 or q_scale.ndim != 1 or q_scale.numel() == 0:
+        raise ValueError(
+            f"q and q_scale are 1-D batches, got shapes {tuple(q.shape)} and {tuple(q_scale.shape)}"
+        )
     return -q / q_scale.detach().abs().mean()
 
 

@@ -1,0 +1,81 @@
+"""Data parallelism: two CPU processes (gloo DDP) train an agent exactly as one process does on
+the same global batch, including the Q term's batch statistic ``mean|Q|``."""
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from onestep.core.testing import cpu_ddp_spawn, quiet_trainer
+from onestep.rl.agents import FQL, OFQL
+from onestep.rl.agents.base import _check_ddp
+
+OBS, ACT, B, NIT = 4, 2, 8, 3
+TINY: dict[str, Any] = {"hidden": 16, "depth": 2, "time_dim": 4, "ema_start": 1, "ema_every": 1}
+
+
+def _batches() -> list[dict[str, torch.Tensor]]:
+    """``2 * NIT`` batches of ``B`` rows; every other one with higher rewards, so the two
+    processes' halves of a global batch have different ``mean|Q|``."""
+    g = torch.Generator().manual_seed(0)
+    return [
+        {
+            "obs": torch.randn(B, OBS, generator=g),
+            "action": torch.rand(B, ACT, generator=g) * 2 - 1,
+            "reward": torch.randn(B, generator=g) + 5.0 * (k % 2),
+            "next_obs": torch.randn(B, OBS, generator=g),
+            "done": (torch.rand(B, generator=g) < 0.2).float(),
+        }
+        for k in range(2 * NIT)
+    ]
+
+
+def _fit(agent, devices: int) -> dict[str, torch.Tensor]:
+    batches = _batches()
+    if devices == 1:
+        # Under DDP Lightning hands process r the items of a shuffled DistributedSampler
+        # (seed 0); global row 2 j + r is process r's row j (GlobalBatchRNG draws its noise by
+        # the same rule), so one process sees the two processes' batches interleaved.
+        data: Any = batches
+        order = [list(DistributedSampler(data, 2, r, shuffle=True, seed=0)) for r in range(2)]
+        batches = [
+            {
+                k: torch.stack([batches[i][k], batches[j][k]], dim=1).flatten(0, 1)
+                for k in batches[i]
+            }
+            for i, j in zip(*order, strict=True)
+        ]
+    strategy = cpu_ddp_spawn() if devices > 1 else "auto"
+    trainer = quiet_trainer(devices=devices, strategy=strategy, max_steps=2 * NIT)
+    trainer.fit(agent, DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
+    return {k: v.clone() for k, v in agent.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [OFQL, FQL], ids=["ofql", "fql"])
+def test_two_process_ddp_matches_one_process(cls):
+    settings: dict[str, Any] = dict(TINY)
+    if cls is FQL:  # no EMA; its normalised Q term takes the batch's mean|Q|
+        settings = {k: TINY[k] for k in ("hidden", "depth", "time_dim")}
+        settings["normalize_q_loss"] = True
+    single = _fit(cls(OBS, ACT, **settings), devices=1)
+    ddp = _fit(cls(OBS, ACT, **settings), devices=2)
+    fresh = cls(OBS, ACT, **settings).state_dict()
+    assert any(not torch.equal(fresh[k], single[k]) for k in single)  # training moved them
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_ddp_without_unused_parameter_detection_is_refused_with_the_fix():
+    def trainer(world: int, find: bool | None):
+        kwargs = {} if find is None else {"find_unused_parameters": find}
+        return SimpleNamespace(world_size=world, strategy=SimpleNamespace(_ddp_kwargs=kwargs))
+
+    for bad in (trainer(2, None), trainer(2, False)):
+        with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+            _check_ddp(bad)  # type: ignore[arg-type]
+    _check_ddp(trainer(2, True))  # type: ignore[arg-type]
+    _check_ddp(trainer(1, False))  # type: ignore[arg-type]
+    _check_ddp(SimpleNamespace(world_size=1, strategy=SimpleNamespace()))  # type: ignore[arg-type]
