@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from onestep.core.testing import cpu_ddp_spawn, quiet_trainer
-from onestep.rl.agents import FQL, OFQL
+from onestep.rl.agents import DQL, FQL, OFQL
 from onestep.rl.agents.base import _check_ddp
 
 OBS, ACT, B, NIT = 4, 2, 8, 3
@@ -54,15 +54,12 @@ def _fit(agent, devices: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [OFQL, FQL], ids=["ofql", "fql"])
-def test_two_process_ddp_matches_one_process(cls):
-    settings: dict[str, Any] = dict(TINY)
-    if cls is FQL:  # no EMA; its normalised Q term takes the batch's mean|Q|
-        settings = {k: TINY[k] for k in ("hidden", "depth", "time_dim")}
-        settings["normalize_q_loss"] = True
-    single = _fit(cls(OBS, ACT, **settings), devices=1)
-    ddp = _fit(cls(OBS, ACT, **settings), devices=2)
-    fresh = cls(OBS, ACT, **settings).state_dict()
+def test_two_process_ddp_matches_one_process():
+    """OFQL (Diffusion-QL's Q term, shared with DQL); FQL's scale goes through the same
+    ``global_batch`` (checked below without processes: each spawned run costs ~35 s)."""
+    single = _fit(OFQL(OBS, ACT, **TINY), devices=1)
+    ddp = _fit(OFQL(OBS, ACT, **TINY), devices=2)
+    fresh = OFQL(OBS, ACT, **TINY).state_dict()
     assert any(not torch.equal(fresh[k], single[k]) for k in single)  # training moved them
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
@@ -79,3 +76,21 @@ def test_ddp_without_unused_parameter_detection_is_refused_with_the_fix():
     _check_ddp(trainer(2, True))  # type: ignore[arg-type]
     _check_ddp(trainer(1, False))  # type: ignore[arg-type]
     _check_ddp(SimpleNamespace(world_size=1, strategy=SimpleNamespace()))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", [OFQL, DQL, FQL], ids=["ofql", "dql", "fql"])
+def test_every_q_term_takes_its_scale_from_the_global_batch(cls, monkeypatch):
+    """Doubling what ``global_batch`` returns halves the normalised Q term."""
+    settings: dict[str, Any] = {k: TINY[k] for k in ("hidden", "depth", "time_dim")}
+    if cls is FQL:
+        settings["normalize_q_loss"] = True
+    agent = cls(OBS, ACT, **settings)
+    batch = _batches()[0]
+
+    def q_loss() -> torch.Tensor:
+        agent.rng.reseed(0)  # the same draws (noise, times, critic coin) in both calls
+        return agent.actor_loss(batch)[1]["q_loss"]
+
+    plain = q_loss()
+    monkeypatch.setattr(agent, "global_batch", lambda x: 2.0 * x.detach())
+    torch.testing.assert_close(q_loss(), 0.5 * plain)
