@@ -47,6 +47,14 @@ def test_normalized_q_loss_gradient_is_minus_one_over_mean_abs_scale():
     assert torch.equal(g_scale, torch.zeros(6))  # the scale is a detached statistic
 
 
+def test_normalized_q_loss_takes_a_global_batch_scale_and_refuses_other_shapes():
+    q, scale = torch.randn(3), torch.randn(6)  # a DDP process's [B] against the global [2B]
+    torch.testing.assert_close(normalized_q_loss(q, scale), -q / scale.abs().mean())
+    for bad_q, bad_scale in ((q[:, None], scale), (q, scale[:, None]), (q, scale[:0])):
+        with pytest.raises(ValueError, match="1-D batches"):
+            normalized_q_loss(bad_q, bad_scale)
+
+
 def test_distill_loss_never_differentiates_its_target():
     a, target = torch.randn(5, ACT), torch.randn(5, ACT)
     g_a, g_target = grad_of(distill_loss, a, target)
