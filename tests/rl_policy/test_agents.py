@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from onestep.core.testing import quiet_trainer, snapshot_params
 from onestep.rl.agents import AGENT_KEY, AGENTS, DQL, FQL, OFQL, OfflineAgent, load_agent
+from onestep.rl.agents.base import EXTRA_STATE_KEY
 
 OBS, ACT, B = 5, 3, 32
 TINY: dict[str, Any] = {"hidden": 16, "depth": 2, "time_dim": 4}
@@ -240,6 +241,17 @@ def test_checkpoint_round_trip_through_load_agent(name, tmp_path):
     obs = make_batch(1)["obs"][:3]
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.equal(agent.act(obs, g()), loaded.act(obs, g()))
+
+
+def test_a_checkpoint_without_the_counter_in_its_state_dict_still_loads(tmp_path):
+    """Checkpoints written before ``get_extra_state`` carry the counter only beside the weights."""
+    trainer = fit(make_agent("ofql"), iterations=3)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert int(checkpoint["state_dict"].pop(EXTRA_STATE_KEY)) == 3
+    torch.save(checkpoint, path)
+    assert load_agent(path).iteration == 3
 
 
 def test_load_agent_refuses_what_is_not_an_agent_checkpoint(tmp_path):

@@ -61,6 +61,8 @@ def test_two_process_ddp_matches_one_process():
     ddp = _fit(OFQL(OBS, ACT, **TINY), devices=2)
     fresh = OFQL(OBS, ACT, **TINY).state_dict()
     assert any(not torch.equal(fresh[k], single[k]) for k in single)  # training moved them
+    # ddp_spawn's parent gets rank 0's state_dict only: the iteration counter must come with it.
+    assert int(ddp["_extra_state"]) == int(single["_extra_state"]) == NIT
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
 

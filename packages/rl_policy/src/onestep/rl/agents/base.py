@@ -39,6 +39,7 @@ __all__ = ["AGENT_KEY", "BATCH_KEYS", "Batch", "OfflineAgent"]
 Batch = dict[str, Tensor]
 BATCH_KEYS: tuple[str, ...] = ("obs", "action", "reward", "next_obs", "done")
 AGENT_KEY = "onestep_rl_agent"  # checkpoint entry naming the agent class (see registry.py)
+EXTRA_STATE_KEY = "_extra_state"  # where nn.Module puts get_extra_state() in a state_dict
 TARGET_Q: tuple[str, ...] = ("min", "mean")
 
 
@@ -373,8 +374,27 @@ class OfflineAgent(L.LightningModule):
         checkpoint["onestep_rl_iteration"] = self.iteration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the iteration counter (EMA schedule, per-step draws)."""
+        """Restore the iteration counter (EMA schedule, per-step draws).
+
+        A checkpoint written before the counter joined the ``state_dict`` gets it from its
+        ``onestep_rl_iteration`` entry, so a strict load still finds every key.
+        """
         self.iteration = int(checkpoint.get("onestep_rl_iteration", 0))
+        state = checkpoint.get("state_dict")
+        if isinstance(state, dict):
+            state.setdefault(EXTRA_STATE_KEY, torch.tensor(self.iteration))
+
+    def get_extra_state(self) -> Tensor:
+        """The iteration counter, carried by ``state_dict``.
+
+        ``ddp_spawn`` hands the parent process only rank 0's ``state_dict``; with the counter in
+        it, the parent resumes the EMA schedule and the per-step draws where training stopped.
+        """
+        return torch.tensor(self.iteration)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the counter written by :meth:`get_extra_state`."""
+        self.iteration = int(state)
 
 
 def _check_ddp(trainer: L.Trainer) -> None:
