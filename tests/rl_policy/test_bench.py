@@ -150,3 +150,11 @@ def test_bad_seeds_are_refused_before_any_work(tmp_path, capsys):
     assert main(["bench", "--seeds", "0,x", "--output", str(tmp_path)]) == 1
     assert "--seeds" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    assert main(["bench", "--seed", "3", "--seeds", "0-1", "--output", str(tmp_path)]) == 2
+    assert "not allowed with argument --seed" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

@@ -87,11 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
     p.add_argument("--agents", default=",".join(AGENT_NAMES))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="one seed (default 0)")
+    seeds.add_argument(
         "--seeds",
         default=None,
-        help="several seeds in one run, e.g. 0,1,2 or 0-4 (overrides --seed): each seed "
+        help="several seeds in one run, e.g. 0,1,2 or 0-4 (instead of --seed): each seed "
         "collects its own data and trains every agent; the report adds the across-seed means",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
