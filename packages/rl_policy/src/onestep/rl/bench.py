@@ -62,7 +62,7 @@ DATASETS = (
         "InvertedPendulum-v5",
         "medium-expert",
         20_000,
-        5_000,
+        20_000,
         small_sac=True,
     ),
 )

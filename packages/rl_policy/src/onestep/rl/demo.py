@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="InvertedPendulum-v5")
     p.add_argument("--behavior", default="medium-expert")
     p.add_argument("--steps", type=int, default=20_000, help="transitions to collect")
-    p.add_argument("--train-steps", type=int, default=5000, help="SAC steps for the behaviour")
+    p.add_argument(
+        "--train-steps", type=int, default=20_000, help="SAC steps for the behaviour policy"
+    )
     p.add_argument("--iterations", type=int, default=3000, help="training iterations per agent")
     p.add_argument("--episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument(
