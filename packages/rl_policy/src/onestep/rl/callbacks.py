@@ -4,6 +4,9 @@ Logs ``eval/return`` and, where reference returns exist, ``eval/normalized`` (D4
 the deterministic protocol of :func:`~onestep.rl.evaluation.evaluate_policy` (episode ``k``
 reset with ``seed + k``, a fixed-seed generator for the policy's noise), so curves of two agents
 meet the same start states.
+
+Under data parallelism only rank 0 rolls out; the result is broadcast, so every process keeps
+the same :attr:`EvalCallback.history` and logs the same value.
 """
 
 from __future__ import annotations
@@ -80,8 +83,18 @@ class EvalCallback(Callback):
         if metadata is None:
             dm = getattr(trainer, "datamodule", None)
             metadata = getattr(getattr(dm, "_dataset", None), "metadata", None)
-        act = agent_act_fn(agent, self.seed)
-        result = evaluate_policy(act, env_id, self.episodes, self.seed, dataset_metadata=metadata)
+        result: EvalResult | None = None
+        if trainer.is_global_zero:
+            act = agent_act_fn(agent, self.seed)
+            result = evaluate_policy(
+                act, env_id, self.episodes, self.seed, dataset_metadata=metadata
+            )
+        if trainer.world_size > 1:
+            # Every process reaches this iteration together; the others wait for rank 0's
+            # result, so all log (and a checkpoint monitor compares) the same value.
+            result = trainer.strategy.broadcast(result, src=0)
+        if result is None:
+            raise RuntimeError("EvalCallback: rank 0's evaluation did not reach this process")
         self.history.append((agent.iteration, result))
         if log:
             agent.log("eval/return", result.mean_return, batch_size=1)
