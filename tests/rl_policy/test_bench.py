@@ -158,3 +158,31 @@ def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
     assert main(["bench", "--seed", "3", "--seeds", "0-1", "--output", str(tmp_path)]) == 2
     assert "not allowed with argument --seed" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("candidates", "phrase"),
+    [
+        (None, "Each agent acts with its own selection rule (DQL: 50 candidates"),
+        (1, "Every agent acts with one sample (`--candidates 1`"),
+        (50, "Every agent acts with the same selection rule (`--candidates 50`)"),
+    ],
+)
+def test_report_names_the_action_selection(candidates, phrase):
+    assert phrase in report({**_results(dql_ms=1.0), "candidates": candidates})
+
+
+def test_candidates_reach_every_agent_and_bad_counts_are_refused(tmp_path, capsys):
+    import argparse
+
+    from onestep.rl.bench import _act_settings
+    from onestep.rl.cli import main
+    from onestep.rl.training import build_agent
+
+    assert _act_settings(argparse.Namespace(candidates=None)) == {}
+    settings = _act_settings(argparse.Namespace(candidates=7))
+    for name in ("ofql", "fql", "dql"):
+        assert build_agent(name, 3, 2, **settings).hparams["num_candidates"] == 7
+    assert main(["bench", "--candidates", "0", "--output", str(tmp_path)]) == 2
+    assert "--candidates must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

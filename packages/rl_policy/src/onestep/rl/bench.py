@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
     p.add_argument("--agents", default=",".join(AGENT_NAMES))
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="actions per state at act time for every agent, one drawn by softmax of Q "
+        "(default: each agent's own: DQL 50 as in its paper, OFQL and FQL 1)",
+    )
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="one seed (default 0)")
     seeds.add_argument(
@@ -131,7 +138,7 @@ def _train_and_score(
 
     dm = OfflineDataModule(str(data), seed=seed)
     dm.setup("fit")
-    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed)
+    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed, **_act_settings(args))
     ckpt = out / "checkpoints" / f"{spec.name}-s{seed}-{name}.ckpt"
     scored = fit_and_score(
         agent,
@@ -152,6 +159,26 @@ def _train_and_score(
         flush=True,
     )
     return {**scored.to_dict(), "checkpoint": str(ckpt)}
+
+
+def _act_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--candidates`` as an agent override (nothing: each agent's own default)."""
+    return {} if args.candidates is None else {"num_candidates": args.candidates}
+
+
+def _selection_phrase(results: dict[str, Any]) -> str:
+    n = results.get("candidates")
+    if n is None:
+        return (
+            "Each agent acts with its own selection rule (DQL: 50 candidates, one drawn by "
+            "softmax of Q, as in its paper; OFQL and FQL: one sample)."
+        )
+    if n == 1:
+        return "Every agent acts with one sample (`--candidates 1`: no selection by Q)."
+    return (
+        f"Every agent acts with the same selection rule (`--candidates {n}`): {n} candidates, "
+        "one drawn by softmax of Q."
+    )
 
 
 def _seeds_phrase(results: dict[str, Any]) -> str:
@@ -176,7 +203,8 @@ def report(results: dict[str, Any]) -> str:
         f"{results['episodes']} seeded episodes (the same for every agent) at iterations "
         f"{', '.join(map(str, results.get('eval_iterations', [results['iterations']])))}, "
         "and the episodes are pooled (mean ± std over all of them). Normalised: "
-        "100 × (return − random) / (expert − random) with the reference named per dataset.",
+        "100 × (return − random) / (expert − random) with the reference named per dataset. "
+        + _selection_phrase(results),
         "",
         "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
         "|---|---|---|" + "---|" * len(agents),
@@ -290,7 +318,10 @@ def _select_specs(args: argparse.Namespace) -> tuple[DatasetSpec, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 if a smoke gate fails."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.candidates is not None and args.candidates < 1:
+        parser.error(f"--candidates must be >= 1, got {args.candidates}")
     import torch
 
     from onestep.rl.bench_bandit import bandit_coverage_run
@@ -319,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "agents": list(agents),
+        "candidates": args.candidates,
         "iterations": args.iterations,
         "episodes": args.episodes,
         "eval_iterations": eval_iterations,
@@ -328,7 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "returns": {},
     }
     results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=seeds[0])
-    results["timing"] = time_agents(agents, repeats=7 if args.smoke else 15)
+    results["timing"] = time_agents(
+        agents,
+        repeats=7 if args.smoke else 15,
+        settings={name: _act_settings(args) for name in agents},
+    )
     from onestep.rl.data import load_dataset
 
     for spec in specs:
