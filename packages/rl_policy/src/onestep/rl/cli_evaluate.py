@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         "--candidates",
         type=int,
         default=None,
-        help="actions sampled per state, best by Q (default: the agent's setting)",
+        help="actions sampled per state, one drawn by softmax of Q (default: the agent's setting)",
     )
     p.add_argument(
         "--dataset",
