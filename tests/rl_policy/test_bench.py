@@ -186,3 +186,13 @@ def test_candidates_reach_every_agent_and_bad_counts_are_refused(tmp_path, capsy
     assert main(["bench", "--candidates", "0", "--output", str(tmp_path)]) == 2
     assert "--candidates must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_bare_chain_ratio_only_against_one_sample_ofql():
+    one = report(_results(dql_ms=1.0))
+    assert "bare 5-step chain ÷ OFQL: 5.0×" in one
+    matched = _results(dql_ms=1.0)
+    matched["timing"]["candidates"] = {"ofql": 50, "fql": 50, "dql": 50}
+    md = report(matched)
+    assert "Action latency DQL ÷ OFQL: **10.0×** (goal ≥ 5)." in md
+    assert "bare 5-step chain" not in md

@@ -62,3 +62,10 @@ def test_evaluate_refuses_a_mismatched_environment(pendulum_checkpoint, capsys):
     assert main(["evaluate", "--checkpoint", ckpt, "--env", "Hopper-v5", "--episodes", "1"]) == 1
     err = capsys.readouterr().err
     assert "ofql.ckpt was trained for observations (4,)" in err and "Hopper-v5 has (11,)" in err
+
+
+def test_evaluate_refuses_zero_candidates_before_loading(tmp_path, capsys):
+    missing = str(tmp_path / "absent.ckpt")  # never opened: the flag is checked first
+    args = ["evaluate", "--checkpoint", missing, "--env", "Hopper-v5", "--candidates", "0"]
+    assert main(args) == 2
+    assert "--candidates must be >= 1, got 0" in capsys.readouterr().err

@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Run the verb; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.candidates is not None and args.candidates < 1:
+        parser.error(f"--candidates must be >= 1, got {args.candidates}")
     from onestep.rl.agents import load_agent
     from onestep.rl.callbacks import agent_act_fn
     from onestep.rl.data import check_dataset_matches_env, load_dataset
