@@ -196,3 +196,73 @@ def test_bare_chain_ratio_only_against_one_sample_ofql():
     md = report(matched)
     assert "Action latency DQL ÷ OFQL: **10.0×** (goal ≥ 5)." in md
     assert "bare 5-step chain" not in md
+
+
+def test_parse_alpha_names_agents_and_refuses_bad_pairs():
+    from onestep.rl.bench_alpha import parse_alpha
+
+    agents = ("ofql", "fql", "dql")
+    assert parse_alpha("ofql=10,dql=3", agents) == {"ofql": 10.0, "dql": 3.0}
+    assert parse_alpha(" dql = 0.5 ,", agents) == {"dql": 0.5}
+    assert parse_alpha("ofql=0", agents) == {"ofql": 0.0}
+    for bad, why in [
+        ("3", "agent=value"),
+        ("=3", "agent=value"),
+        ("sac=3", "not among the agents"),
+        ("ofql=1,ofql=2", "twice"),
+        ("ofql=x", "must be a number"),
+        ("ofql=-1", ">= 0"),
+        ("ofql=nan", ">= 0"),
+        (",", "no agent=value"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_alpha(bad, agents)
+    with pytest.raises(ValueError, match="not among"):
+        parse_alpha("fql=3", ("ofql", "dql"))
+
+
+def test_alpha_reaches_only_the_named_agent():
+    import argparse
+
+    from onestep.rl.bench import _alpha_settings
+    from onestep.rl.training import build_agent
+
+    args = argparse.Namespace(alphas={"dql": 3.0})
+    got = {
+        name: build_agent(name, 3, 2, **_alpha_settings(args, name)).hparams["alpha"]
+        for name in ("ofql", "fql", "dql")
+    }
+    assert got == {"ofql": 1.0, "fql": 10.0, "dql": 3.0}
+    assert _alpha_settings(argparse.Namespace(alphas=None), "dql") == {}
+
+
+def test_report_names_every_agents_alpha():
+    md = report(_results(dql_ms=1.0))
+    assert "Policy-loss weight alpha: each agent's default (ofql 1, fql 10, dql 1)." in md
+    md = report({**_results(dql_ms=1.0), "alpha": {"ofql": 10.0, "dql": 3.0}})
+    assert "alpha (`--alpha`): ofql 10, fql 10 (default), dql 3." in md
+
+
+def test_bad_alpha_is_refused_before_any_work(tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    assert main(["bench", "--alpha", "ofql=-2", "--output", str(tmp_path)]) == 1
+    assert "--alpha: ofql's alpha must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_data_folder_is_reused_and_collected_into(tmp_path, monkeypatch):
+    import onestep.rl.collect as collect_module
+    from onestep.rl.bench import SMOKE_DATASETS, _collect
+
+    spec = SMOKE_DATASETS[0]
+    calls = []
+    monkeypatch.setattr(collect_module, "collect", lambda *a, **k: calls.append((a, k)))
+    shared = tmp_path / "shared" / "data"
+    path = _collect(spec, shared, 3, progress=False)
+    assert path.parent == shared and path.name.endswith("-s3")
+    assert calls[0][0][3] == path
+    assert calls[0][1]["cache_dir"] == tmp_path / "shared" / "behavior_policies"
+    (path / "data").mkdir(parents=True)
+    assert _collect(spec, shared, 3, progress=False) == path
+    assert len(calls) == 1  # the second call found the collected data and collected nothing

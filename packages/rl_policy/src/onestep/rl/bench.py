@@ -3,6 +3,7 @@
     onestep-rl bench --output runs/bench/rl            # full budgets (BENCHMARKS.md)
     onestep-rl bench --output runs/bench/rl --smoke    # ~3 min on 2 cores; exits 1 if a gate fails
     onestep-rl bench --seeds 0-4 --datasets invertedpendulum-medium-expert  # 5 seeds, one run
+    onestep-rl bench --alpha ofql=10,dql=3 --data runs/bench/rl/data   # one point of a sweep
 
 One run, same data and seeds for every agent (``--seeds``: each seed collects its own data, and
 the report adds each agent's mean over seeds, :mod:`onestep.rl.bench_seeds`):
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from onestep.rl.bench_alpha import alpha_phrase, parse_alpha
 from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary, seed_summary_lines
 
 __all__ = ["DATASETS", "DatasetSpec", "main"]
@@ -94,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="actions per state at act time for every agent, one drawn by softmax of Q "
         "(default: each agent's own: DQL 50 as in its paper, OFQL and FQL 1)",
     )
+    p.add_argument(
+        "--alpha",
+        default=None,
+        help="policy-loss weight per agent, e.g. ofql=10,dql=3 (the Q term's weight for OFQL "
+        "and DQL, default 1; the distillation weight for FQL, default 10); agents not named "
+        "keep their default",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder of collected datasets (and behaviour policies) to reuse and add to "
+        "(default OUTPUT/data): runs of a sweep share one collection",
+    )
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="one seed (default 0)")
     seeds.add_argument(
@@ -107,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
+def _collect(spec: DatasetSpec, data_root: Path, seed: int, progress: bool) -> Path:
     from onestep.rl.behavior.sac import SMALL_SAC
     from onestep.rl.collect import collect
 
     # The folder names the collection settings, so a changed spec never reuses old data.
     sac = "small-sac" if spec.small_sac else "sac"
-    path = root / "data" / f"{spec.name}-{spec.steps}-{sac}{spec.train_steps}-s{seed}"
+    path = data_root / f"{spec.name}-{spec.steps}-{sac}{spec.train_steps}-s{seed}"
     if not (path / "data").exists():
         collect(
             spec.env,
@@ -123,7 +139,7 @@ def _collect(spec: DatasetSpec, root: Path, seed: int, progress: bool) -> Path:
             seed=seed,
             train_steps=max(spec.train_steps, 1),
             sac_config=SMALL_SAC if spec.small_sac else None,
-            cache_dir=root / "behavior_policies",
+            cache_dir=data_root.parent / "behavior_policies",
             progress=progress,
         )
     return path
@@ -138,7 +154,8 @@ def _train_and_score(
 
     dm = OfflineDataModule(str(data), seed=seed)
     dm.setup("fit")
-    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed, **_act_settings(args))
+    settings = {**_act_settings(args), **_alpha_settings(args, name)}
+    agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed, **settings)
     ckpt = out / "checkpoints" / f"{spec.name}-s{seed}-{name}.ckpt"
     scored = fit_and_score(
         agent,
@@ -164,6 +181,12 @@ def _train_and_score(
 def _act_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``--candidates`` as an agent override (nothing: each agent's own default)."""
     return {} if args.candidates is None else {"num_candidates": args.candidates}
+
+
+def _alpha_settings(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """``--alpha``'s value for agent ``name`` as an override (nothing: the agent's default)."""
+    alphas = getattr(args, "alphas", None) or {}
+    return {"alpha": alphas[name]} if name in alphas else {}
 
 
 def _selection_phrase(results: dict[str, Any]) -> str:
@@ -204,7 +227,9 @@ def report(results: dict[str, Any]) -> str:
         f"{', '.join(map(str, results.get('eval_iterations', [results['iterations']])))}, "
         "and the episodes are pooled (mean ± std over all of them). Normalised: "
         "100 × (return − random) / (expert − random) with the reference named per dataset. "
-        + _selection_phrase(results),
+        + _selection_phrase(results)
+        + " "
+        + alpha_phrase(results.get("alpha"), agents),
         "",
         "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
         "|---|---|---|" + "---|" * len(agents),
@@ -351,12 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(f"onestep-rl bench: --seeds: {err}") from None
     agents = tuple(a for a in args.agents.split(",") if a)
+    try:
+        args.alphas = parse_alpha(args.alpha, agents) if args.alpha is not None else None
+    except ValueError as err:
+        raise SystemExit(f"onestep-rl bench: --alpha: {err}") from None
     specs = _select_specs(args)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "agents": list(agents),
         "candidates": args.candidates,
+        "alpha": args.alphas,
         "iterations": args.iterations,
         "episodes": args.episodes,
         "eval_iterations": eval_iterations,
@@ -375,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for spec in specs:
         for seed in seeds:
-            data = _collect(spec, out, seed, progress)
+            data = _collect(spec, args.data or out / "data", seed, progress)
             meta = load_dataset(data).metadata
             row: dict[str, Any] = {
                 "dataset": spec.name,
