@@ -33,6 +33,16 @@ def test_config_parses(config: Path, capsys):
     assert "model:\n  class_path: onestep.rl.agents." in printed
 
 
+@pytest.mark.parametrize(("agent", "alpha"), [("ofql", "10.0"), ("dql", "3.0")])
+def test_hopper_configs_carry_the_swept_q_weight(agent: str, alpha: str, capsys):
+    # BENCHMARKS.md: alpha swept per agent on hopper-replay (OFQL best at 10, DQL at 3).
+    with pytest.raises(SystemExit):
+        run_rl_lightning(
+            ["fit", "--config", str(CONFIG_ROOT / agent / "hopper.yaml"), "--print_config"]
+        )
+    assert f"    alpha: {alpha}\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("config", TINY, ids=[_id(p) for p in TINY])
 def test_tiny_config_fits_and_moves_the_actor(config: Path, tmp_path, monkeypatch):
     import torch
