@@ -144,19 +144,20 @@ def test_report_adds_the_across_seed_section_only_for_several_seeds():
     assert "hopper-replay, 2 seeds: OFQL 10.0 vs DQL 10.0" in md
 
 
-def test_bad_seeds_are_refused_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--seeds", "0,x"], 1, "--seeds"),
+        (["--seed", "3", "--seeds", "0-1"], 2, "not allowed with argument --seed"),
+        (["--alpha", "ofql=-2"], 1, "--alpha: ofql's alpha must be a finite number >= 0"),
+    ],
+    ids=["bad-seeds", "seed-and-seeds", "negative-alpha"],
+)
+def test_bad_arguments_are_refused_before_any_work(argv, code, message, tmp_path, capsys):
     from onestep.rl.cli import main
 
-    assert main(["bench", "--seeds", "0,x", "--output", str(tmp_path)]) == 1
-    assert "--seeds" in capsys.readouterr().err
-    assert not (tmp_path / "results.json").exists()
-
-
-def test_seed_and_seeds_together_are_refused(tmp_path, capsys):
-    from onestep.rl.cli import main
-
-    assert main(["bench", "--seed", "3", "--seeds", "0-1", "--output", str(tmp_path)]) == 2
-    assert "not allowed with argument --seed" in capsys.readouterr().err
+    assert main(["bench", *argv, "--output", str(tmp_path)]) == code
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
 
 
@@ -241,14 +242,6 @@ def test_report_names_every_agents_alpha():
     assert "Policy-loss weight alpha: each agent's default (ofql 1, fql 10, dql 1)." in md
     md = report({**_results(dql_ms=1.0), "alpha": {"ofql": 10.0, "dql": 3.0}})
     assert "alpha (`--alpha`): ofql 10, fql 10 (default), dql 3." in md
-
-
-def test_bad_alpha_is_refused_before_any_work(tmp_path, capsys):
-    from onestep.rl.cli import main
-
-    assert main(["bench", "--alpha", "ofql=-2", "--output", str(tmp_path)]) == 1
-    assert "--alpha: ofql's alpha must be a finite number >= 0" in capsys.readouterr().err
-    assert not (tmp_path / "results.json").exists()
 
 
 def test_data_folder_is_reused_and_collected_into(tmp_path, monkeypatch):

@@ -185,7 +185,7 @@ def _act_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _alpha_settings(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """``--alpha``'s value for agent ``name`` as an override (nothing: the agent's default)."""
-    alphas = getattr(args, "alphas", None) or {}
+    alphas = args.alphas or {}
     return {"alpha": alphas[name]} if name in alphas else {}
 
 

@@ -9,13 +9,20 @@ that each point of such a sweep is one bench run (``--data`` shares the collecte
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DEFAULT_ALPHA", "alpha_phrase", "parse_alpha"]
+__all__ = ["alpha_phrase", "default_alpha", "parse_alpha"]
 
-#: Each agent's own ``alpha`` (its constructor default).
-DEFAULT_ALPHA = {"ofql": 1.0, "fql": 10.0, "dql": 1.0}
+
+def default_alpha(name: str) -> float | None:
+    """Agent ``name``'s own ``alpha``: its constructor's default (None: no such agent)."""
+    from onestep.rl.agents import AGENTS  # torch and Lightning: only when a report is written
+
+    if name not in AGENTS:
+        return None
+    return inspect.signature(AGENTS[name]).parameters["alpha"].default
 
 
 def parse_alpha(text: str, agents: Sequence[str]) -> dict[str, float]:
@@ -50,7 +57,7 @@ def parse_alpha(text: str, agents: Sequence[str]) -> dict[str, float]:
 def alpha_phrase(alphas: Mapping[str, float] | None, agents: Sequence[str]) -> str:
     """The report's sentence naming every agent's ``alpha`` in this run."""
     alphas = alphas or {}
-    values = {a: alphas.get(a, DEFAULT_ALPHA.get(a)) for a in agents}
+    values = {a: alphas.get(a, default_alpha(a)) for a in agents}
     if not alphas:
         named = ", ".join(f"{a} {v:g}" for a, v in values.items() if v is not None)
         return f"Policy-loss weight alpha: each agent's default ({named})."
