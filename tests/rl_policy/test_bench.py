@@ -222,26 +222,55 @@ def test_parse_alpha_names_agents_and_refuses_bad_pairs():
         parse_alpha("fql=3", ("ofql", "dql"))
 
 
-def test_alpha_reaches_only_the_named_agent():
+def test_alpha_comes_from_flag_then_dataset_config_then_default():
     import argparse
 
-    from onestep.rl.bench import _alpha_settings
+    from onestep.rl.bench import DATASETS, _agent_settings
+    from onestep.rl.bench_alpha import config_alpha, run_alphas
     from onestep.rl.training import build_agent
 
-    args = argparse.Namespace(alphas={"dql": 3.0})
-    got = {
-        name: build_agent(name, 3, 2, **_alpha_settings(args, name)).hparams["alpha"]
-        for name in ("ofql", "fql", "dql")
+    # configs/{ofql,dql}/hopper.yaml carry the Q weights swept on hopper-replay; fql's has none.
+    assert (config_alpha("ofql", "hopper"), config_alpha("dql", "hopper")) == (10.0, 3.0)
+    assert config_alpha("fql", "hopper") is None and config_alpha("ofql", "no-such") is None
+    hopper = next(s for s in DATASETS if s.name == "hopper-replay")
+    chosen = run_alphas(("ofql", "fql", "dql"), {"dql": 0.5}, hopper.config)
+    assert {a: (c["value"], c["source"]) for a, c in chosen.items()} == {
+        "ofql": (10.0, "config"),
+        "fql": (10.0, "default"),
+        "dql": (0.5, "--alpha"),
     }
-    assert got == {"ofql": 1.0, "fql": 10.0, "dql": 3.0}
-    assert _alpha_settings(argparse.Namespace(alphas=None), "dql") == {}
+    assert all(c["source"] == "default" for c in run_alphas(("ofql", "dql"), None, None).values())
+    args = argparse.Namespace(candidates=None)
+    alphas = {
+        a: build_agent(a, 3, 2, **_agent_settings(args, c["value"])).hparams["alpha"]
+        for a, c in chosen.items()
+    }
+    assert alphas == {
+        "ofql": 10.0,
+        "fql": 10.0,
+        "dql": 0.5,
+    }
+    assert _agent_settings(args, None) == {}
 
 
 def test_report_names_every_agents_alpha():
+    from onestep.rl.bench_alpha import run_alphas
+
+    agents = ("ofql", "fql", "dql")
     md = report(_results(dql_ms=1.0))
     assert "Policy-loss weight alpha: each agent's default (ofql 1, fql 10, dql 1)." in md
     md = report({**_results(dql_ms=1.0), "alpha": {"ofql": 10.0, "dql": 3.0}})
-    assert "alpha (`--alpha`): ofql 10, fql 10 (default), dql 3." in md
+    assert "alpha: ofql 10 (`--alpha`), fql 10 (default), dql 3 (`--alpha`)." in md
+    per_dataset = {
+        "hopper-replay": run_alphas(agents, None, "hopper"),
+        "invertedpendulum-medium-expert": run_alphas(agents, None, None),
+    }
+    md = report({**_results(dql_ms=1.0), "alpha_by_dataset": per_dataset})
+    assert (
+        "Policy-loss weight alpha, per dataset: hopper-replay: ofql 10 (configs/ofql/hopper.yaml), "
+        "fql 10 (default), dql 3 (configs/dql/hopper.yaml); invertedpendulum-medium-expert: each "
+        "agent's default (ofql 1, fql 10, dql 1)."
+    ) in md
 
 
 def test_data_folder_is_reused_and_collected_into(tmp_path, monkeypatch):

@@ -9,9 +9,10 @@ One run, same data and seeds for every agent (``--seeds``: each seed collects it
 the report adds each agent's mean over seeds, :mod:`onestep.rl.bench_seeds`):
 
 * **returns**: each agent trains ``--iterations`` iterations on each dataset (collected with
-  :func:`~onestep.rl.collect.collect`: SAC behaviour policies trained by the package) and is
-  evaluated over the same seeded episodes; D4RL-normalised where D4RL has references, else
-  against the dataset's own random / trained behaviour returns;
+  :func:`~onestep.rl.collect.collect`: SAC behaviour policies trained by the package), with its
+  per-task alpha (:mod:`.bench_alpha`), and is evaluated over the same seeded episodes;
+  D4RL-normalised where D4RL has references, else against the dataset's own random / trained
+  behaviour returns;
 * **action latency** (batch 1) and **training-iteration time**, interleaved
   (:mod:`onestep.rl.bench_timing`), at the papers' network size;
 * **bandit**: mode coverage of OFQL and DQL on Diffusion-QL's 2-D bandit (:mod:`.bench_bandit`).
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from onestep.rl.bench_alpha import alpha_phrase, parse_alpha
+from onestep.rl.bench_alpha import alpha_phrase, parse_alpha, run_alphas
 from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary, seed_summary_lines
 
 __all__ = ["DATASETS", "DatasetSpec", "main"]
@@ -46,6 +47,8 @@ class DatasetSpec:
 
     ``small_sac``: train the behaviour policy with :data:`~onestep.rl.behavior.sac.SMALL_SAC`
     (low-dimensional tasks, where the default SAC learns too slowly for a CPU budget).
+    ``config``: the packaged config (``configs/<agent>/<config>.yaml``) whose ``alpha`` each
+    agent trains with on this dataset unless ``--alpha`` names one (:mod:`.bench_alpha`).
     """
 
     name: str
@@ -54,10 +57,12 @@ class DatasetSpec:
     steps: int
     train_steps: int
     small_sac: bool = False
+    config: str | None = None
 
 
 DATASETS = (
-    DatasetSpec("hopper-replay", "Hopper-v5", "replay", 50_000, 50_000),
+    # The hopper configs carry each agent's Q weight swept on this dataset (BENCHMARKS.md).
+    DatasetSpec("hopper-replay", "Hopper-v5", "replay", 50_000, 50_000, config="hopper"),
     DatasetSpec("hopper-expert", "Hopper-v5", "expert", 50_000, 50_000),
     DatasetSpec(
         "invertedpendulum-medium-expert",
@@ -99,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alpha",
         default=None,
-        help="policy-loss weight per agent, e.g. ofql=10,dql=3 (the Q term's weight for OFQL "
-        "and DQL, default 1; the distillation weight for FQL, default 10); agents not named "
-        "keep their default",
+        help="policy-loss weight per agent on every dataset, e.g. ofql=10,dql=3 (the Q term's "
+        "weight for OFQL and DQL, default 1; the distillation weight for FQL, default 10); "
+        "agents not named keep the dataset's config value (hopper-replay: configs/*/hopper.yaml) "
+        "or else their default",
     )
     p.add_argument(
         "--data",
@@ -146,7 +152,13 @@ def _collect(spec: DatasetSpec, data_root: Path, seed: int, progress: bool) -> P
 
 
 def _train_and_score(
-    name: str, data: Path, spec: DatasetSpec, seed: int, args: argparse.Namespace, out: Path
+    name: str,
+    data: Path,
+    spec: DatasetSpec,
+    seed: int,
+    args: argparse.Namespace,
+    out: Path,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
     from onestep.rl.data import OfflineDataModule
     from onestep.rl.scoring import fit_and_score
@@ -154,7 +166,7 @@ def _train_and_score(
 
     dm = OfflineDataModule(str(data), seed=seed)
     dm.setup("fit")
-    settings = {**_act_settings(args), **_alpha_settings(args, name)}
+    settings = _agent_settings(args, alpha)
     agent = build_agent(name, dm.obs_dim, dm.act_dim, seed=seed, **settings)
     ckpt = out / "checkpoints" / f"{spec.name}-s{seed}-{name}.ckpt"
     scored = fit_and_score(
@@ -183,10 +195,12 @@ def _act_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {} if args.candidates is None else {"num_candidates": args.candidates}
 
 
-def _alpha_settings(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """``--alpha``'s value for agent ``name`` as an override (nothing: the agent's default)."""
-    alphas = args.alphas or {}
-    return {"alpha": alphas[name]} if name in alphas else {}
+def _agent_settings(args: argparse.Namespace, alpha: float | None) -> dict[str, Any]:
+    """One agent's overrides in one dataset's runs: ``--candidates`` and ``alpha``.
+
+    ``alpha``: :func:`~onestep.rl.bench_alpha.run_alphas`'s choice (None: the agent's default).
+    """
+    return {**_act_settings(args), **({} if alpha is None else {"alpha": alpha})}
 
 
 def _selection_phrase(results: dict[str, Any]) -> str:
@@ -215,6 +229,13 @@ def _fmt(mean: float | None, std: float | None) -> str:
     return "n/a" if mean is None or std is None else f"{mean:.1f} ± {std:.1f}"
 
 
+def _alphas_by_dataset(results: dict[str, Any]) -> dict[str, Any]:
+    """Each dataset's alphas; results written before per-task alphas have one ``--alpha`` set."""
+    if results.get("alpha_by_dataset"):
+        return results["alpha_by_dataset"]
+    return {"all": run_alphas(results["agents"], results.get("alpha"), None)}
+
+
 def report(results: dict[str, Any]) -> str:
     """The markdown report."""
     agents = results["agents"]
@@ -229,7 +250,7 @@ def report(results: dict[str, Any]) -> str:
         "100 × (return − random) / (expert − random) with the reference named per dataset. "
         + _selection_phrase(results)
         + " "
-        + alpha_phrase(results.get("alpha"), agents),
+        + alpha_phrase(_alphas_by_dataset(results)),
         "",
         "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
         "|---|---|---|" + "---|" * len(agents),
@@ -393,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": seeds[0],
         "seeds": seeds,
         "datasets": [asdict(s) for s in specs],
+        "alpha_by_dataset": {s.name: run_alphas(agents, args.alphas, s.config) for s in specs},
         "returns": {},
     }
     results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=seeds[0])
@@ -412,8 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seed": seed,
                 "behaviour_return": meta.get("mean_episode_return"),
             }
+            chosen = results["alpha_by_dataset"][spec.name]
             for name in agents:
-                row[name] = _train_and_score(name, data, spec, seed, args, out)
+                alpha = chosen[name]["value"]
+                row[name] = _train_and_score(name, data, spec, seed, args, out, alpha)
             results["returns"][run_label(spec.name, seed, seeds)] = row
             (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     if len(seeds) > 1:
