@@ -253,6 +253,20 @@ def test_alpha_comes_from_flag_then_dataset_config_then_default():
     assert _agent_settings(args, None) == {}
 
 
+def test_every_dataset_config_is_shipped_for_every_agent():
+    # A misspelt DatasetSpec.config would silently leave every agent at its default alpha.
+    from importlib.resources import files
+
+    from onestep.rl.bench import AGENT_NAMES, DATASETS
+
+    named = [s for s in DATASETS if s.config]
+    assert named, "hopper-replay names the hopper configs"
+    for spec in named:
+        for agent in AGENT_NAMES:
+            path = files("onestep.rl") / "configs" / agent / f"{spec.config}.yaml"
+            assert path.is_file(), f"{spec.name}: no configs/{agent}/{spec.config}.yaml"
+
+
 def test_report_names_every_agents_alpha():
     from onestep.rl.bench_alpha import run_alphas
 
