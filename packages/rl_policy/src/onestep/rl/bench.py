@@ -64,6 +64,8 @@ DATASETS = (
     # The hopper configs carry each agent's Q weight swept on this dataset (BENCHMARKS.md).
     DatasetSpec("hopper-replay", "Hopper-v5", "replay", 50_000, 50_000, config="hopper"),
     DatasetSpec("hopper-expert", "Hopper-v5", "expert", 50_000, 50_000),
+    DatasetSpec("hopper-medium", "Hopper-v5", "medium", 50_000, 50_000),
+    DatasetSpec("halfcheetah-replay", "HalfCheetah-v5", "replay", 50_000, 50_000),
     DatasetSpec(
         "invertedpendulum-medium-expert",
         "InvertedPendulum-v5",
@@ -73,8 +75,8 @@ DATASETS = (
         small_sac=True,
     ),
 )
-#: What a plain ``bench`` runs (hopper-expert costs another 3 x iterations of CPU time: name it
-#: with --datasets).
+#: What a plain ``bench`` runs (each other dataset costs another 3 x iterations of CPU time, and
+#: halfcheetah-replay a 50k-step SAC run per seed first: name them with --datasets).
 DEFAULT_DATASETS = ("hopper-replay", "invertedpendulum-medium-expert")
 SMOKE_DATASETS = (DatasetSpec("invertedpendulum-random", "InvertedPendulum-v5", "random", 2000, 0),)
 
