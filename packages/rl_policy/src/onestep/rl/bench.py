@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluations pooled per agent, spread over the second half of training "
         "(default 3; smoke 1)",
     )
-    p.add_argument("--datasets", default=None, help="comma-separated names (default: all)")
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help=f"comma-separated names from {', '.join(s.name for s in DATASETS)} "
+        f"(default: {','.join(DEFAULT_DATASETS)})",
+    )
     p.add_argument("--agents", default=",".join(AGENT_NAMES))
     p.add_argument(
         "--candidates",
