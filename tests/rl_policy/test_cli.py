@@ -7,7 +7,17 @@ import pytest
 
 from onestep.rl.cli import main
 
-VERBS = ("fit", "validate", "test", "predict", "evaluate", "collect", "demo", "bench")
+VERBS = (
+    "fit",
+    "validate",
+    "test",
+    "predict",
+    "evaluate",
+    "collect",
+    "demo",
+    "bench",
+    "bench-merge",
+)
 
 
 def test_version_help_and_unknown_verb(capsys):
@@ -22,7 +32,7 @@ def test_version_help_and_unknown_verb(capsys):
     assert "unknown verb" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", ["evaluate", "collect", "demo", "bench"])
+@pytest.mark.parametrize("verb", ["evaluate", "collect", "demo", "bench", "bench-merge"])
 def test_module_verbs_answer_help(verb, capsys):
     assert main([verb, "--help"]) == 0
     assert f"onestep-rl {verb}" in capsys.readouterr().out

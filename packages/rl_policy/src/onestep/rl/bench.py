@@ -4,6 +4,8 @@
     onestep-rl bench --output runs/bench/rl --smoke    # ~3 min on 2 cores; exits 1 if a gate fails
     onestep-rl bench --seeds 0-4 --datasets invertedpendulum-medium-expert  # 5 seeds, one run
     onestep-rl bench --alpha ofql=10,dql=3 --data runs/bench/rl/data   # one point of a sweep
+    onestep-rl bench-merge runs/bench/rl-s5 runs/bench/rl-s6 --output runs/bench/rl-s5-6
+                                                       # seeds run side by side, one report
 
 One run, same data and seeds for every agent (``--seeds``: each seed collects its own data, and
 the report adds each agent's mean over seeds, :mod:`onestep.rl.bench_seeds`):
@@ -298,18 +300,45 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| {a}{extra} | {act[a]:.3f} | {step[a]:.1f} |")
     if "dql_chain" in act:
         lines.append(f"| dql (bare chain, 1 sample) | {act['dql_chain']:.3f} | |")
+    lines += _merged_timing_lines(results)
     lines += ["", *verdict(results)]
     if results.get("across_seeds"):
         lines += ["", *seed_summary_lines(results["across_seeds"], agents)]
-    bandit = results.get("bandit")
-    if bandit:
-        lines += ["", "### Bandit (Diffusion-QL's 2-D toy): share of actions at each mode", ""]
-        lines += ["| agent | " + " | ".join(bandit["modes"]) + " | all covered |"]
-        lines += ["|---|" + "---|" * (len(bandit["modes"]) + 1)]
+    return "\n".join(lines + _bandit_lines(results)) + "\n"
+
+
+def _merged_timing_lines(results: dict[str, Any]) -> list[str]:
+    """For a merged report (``onestep-rl bench-merge``): where the timings came from."""
+    by_run = results.get("timing_by_run")
+    if not by_run:
+        return []
+    each = "; ".join(
+        f"{name}: {r['act']:.1f}× / {r['step']:.2f}×" for name, r in by_run.items() if r
+    )
+    return [
+        "",
+        f"Merged from {len(by_run)} runs: the times are the median of the runs' medians. Each "
+        f"run's DQL ÷ OFQL action / training-iteration time: {each}.",
+    ]
+
+
+def _bandit_lines(results: dict[str, Any]) -> list[str]:
+    """The bandit table: one row per agent, or per agent and seed for a merged report."""
+    by_seed = results.get("bandit_by_seed") or (
+        {"": results["bandit"]} if results.get("bandit") else {}
+    )
+    if not by_seed:
+        return []
+    modes = next(iter(by_seed.values()))["modes"]
+    lines = ["", "### Bandit (Diffusion-QL's 2-D toy): share of actions at each mode", ""]
+    lines += ["| agent | " + " | ".join(modes) + " | all covered |"]
+    lines += ["|---|" + "---|" * (len(modes) + 1)]
+    for seed, bandit in by_seed.items():
         for a, cov in bandit["coverage"].items():
+            label = f"{a} (seed {seed})" if seed else a
             cells = [f"{f:.2f}" for f in cov["fractions"]]
-            lines.append(f"| {a} | " + " | ".join(cells) + f" | {cov['all_covered']} |")
-    return "\n".join(lines) + "\n"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {cov['all_covered']} |")
+    return lines
 
 
 def verdict(results: dict[str, Any]) -> list[str]:

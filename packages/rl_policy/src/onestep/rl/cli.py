@@ -9,7 +9,8 @@
   (:mod:`onestep.rl.cli_evaluate`).
 * ``collect --env ENV --behavior random|medium|expert|mixture|replay --steps N --output DIR``:
   write a Minari dataset from a gymnasium environment (:mod:`onestep.rl.collect`).
-* ``demo`` and ``bench``: :mod:`onestep.rl.demo` and :mod:`onestep.rl.bench`.
+* ``demo`` and ``bench``: :mod:`onestep.rl.demo` and :mod:`onestep.rl.bench`; ``bench-merge``
+  joins bench runs made side by side into one report (:mod:`onestep.rl.bench_merge`).
 
 Lightning, gymnasium and the agents are imported only by the verb that runs, so ``--help``
 answers at once.
@@ -40,5 +41,6 @@ verbs["evaluate"] = module_verb("onestep.rl.cli_evaluate")
 verbs["collect"] = module_verb("onestep.rl.collect", "collect_main")
 verbs["demo"] = module_verb("onestep.rl.demo")
 verbs["bench"] = module_verb("onestep.rl.bench")
+verbs["bench-merge"] = module_verb("onestep.rl.bench_merge")
 
 main = domain_cli(DIST, SUMMARY, verbs=verbs, planned={})

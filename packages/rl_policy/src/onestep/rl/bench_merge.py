@@ -1,0 +1,155 @@
+"""``onestep-rl bench-merge``: one report from several ``onestep-rl bench`` runs.
+
+    onestep-rl bench --output runs/bench/rl-s5 --seed 5 --data runs/bench/data &
+    onestep-rl bench --output runs/bench/rl-s6 --seed 6 --data runs/bench/data &
+    onestep-rl bench-merge runs/bench/rl-s5 runs/bench/rl-s6 --output runs/bench/rl-s5-6
+
+A bench run is one process; seeds are independent (each collects its own data and trains every
+agent on it), so they can run side by side on several cores or machines and be joined after.
+The merge refuses runs whose settings differ (agents, iterations, episodes, evaluation points,
+action selection, each dataset's alphas) or that share a ``(dataset, seed)`` row, so the joined
+table is what one ``--seeds`` run with the same settings would have written. Rows are labelled
+``"{dataset} s{seed}"``, the across-seed summary (:mod:`onestep.rl.bench_seeds`) is recomputed;
+timings are the median of the runs' medians (each run's own DQL ÷ OFQL ratios are listed, as runs
+side by side share the cores), and each run's bandit coverage is kept under its seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onestep.rl.bench_seeds import run_label, seed_summary
+
+__all__ = ["load_run", "main", "merge_results"]
+
+#: Settings that must agree for rows of different runs to sit in one table.
+SAME_SETTINGS = ("agents", "iterations", "episodes", "eval_iterations", "candidates")
+TIMING_SHAPE = ("obs_dim", "act_dim", "threads", "candidates")
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    """A bench run's ``results.json`` (``folder`` may also name the file itself)."""
+    path = folder / "results.json" if folder.is_dir() else folder
+    if not path.is_file():
+        raise ValueError(f"{folder}: no results.json (is it an `onestep-rl bench` output?)")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    missing = [k for k in ("agents", "iterations", "returns", "timing") if k not in results]
+    if missing:
+        raise ValueError(f"{path}: not a bench results file (missing {', '.join(missing)})")
+    return results
+
+
+def _median_timing(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    first = timings[0]
+    for t in timings[1:]:
+        for key in TIMING_SHAPE:
+            if t.get(key) != first.get(key):
+                raise ValueError(f"timings differ in {key}: {first.get(key)} vs {t.get(key)}")
+    merged = {k: first[k] for k in TIMING_SHAPE if k in first}
+    for kind in ("act_ms", "step_ms"):
+        names = [n for n in first[kind] if all(n in t[kind] for t in timings)]
+        merged[kind] = {n: statistics.median(t[kind][n] for t in timings) for n in names}
+    return merged
+
+
+def _run_ratios(timing: dict[str, Any]) -> dict[str, float] | None:
+    act, step = timing["act_ms"], timing["step_ms"]
+    if "ofql" not in act or "dql" not in act:
+        return None
+    return {"act": act["dql"] / act["ofql"], "step": step["dql"] / step["ofql"]}
+
+
+def _bandits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each run's bandit coverage under the seed it trained with (the run's first seed)."""
+    found: dict[str, Any] = {}
+    for run in runs:
+        if run.get("bandit"):
+            found.setdefault(str(run["seed"]), run["bandit"])
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+
+
+def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Join bench results (``names``: where each came from, for the report and errors).
+
+    Raises:
+        ValueError: fewer than two runs, settings that differ, or a ``(dataset, seed)`` row
+            present in two runs.
+    """
+    if len(runs) < 2:
+        raise ValueError("give at least two bench runs to merge")
+    base, base_name = runs[0], names[0]
+    for run, name in zip(runs[1:], names[1:], strict=True):
+        for key in SAME_SETTINGS:
+            if run.get(key) != base.get(key):
+                raise ValueError(
+                    f"{name} and {base_name} differ in {key}: {run.get(key)} vs {base.get(key)}"
+                )
+    alphas: dict[str, Any] = {}
+    rows: dict[tuple[str, int], tuple[dict[str, Any], str]] = {}
+    for run, name in zip(runs, names, strict=True):
+        for dataset, chosen in (run.get("alpha_by_dataset") or {}).items():
+            if alphas.setdefault(dataset, chosen) != chosen:
+                raise ValueError(f"{name} trains {dataset} with other alphas than another run")
+        for row in run["returns"].values():
+            key = (row["dataset"], row["seed"])
+            if key in rows:
+                raise ValueError(
+                    f"{row['dataset']} seed {row['seed']} is in both {rows[key][1]} and {name}"
+                )
+            rows[key] = (row, name)
+    seeds = sorted({seed for _, seed in rows})
+    datasets = list(dict.fromkeys(dataset for dataset, _ in rows))
+    ordered = sorted(rows, key=lambda k: (datasets.index(k[0]), k[1]))
+    returns = {run_label(d, s, seeds): rows[(d, s)][0] for d, s in ordered}
+    merged: dict[str, Any] = {k: base.get(k) for k in SAME_SETTINGS}
+    merged.update(
+        seed=seeds[0],
+        seeds=seeds,
+        alpha=base.get("alpha"),
+        alpha_by_dataset=alphas,
+        datasets=base.get("datasets"),
+        returns=returns,
+        timing=_median_timing([r["timing"] for r in runs]),
+        timing_by_run={n: _run_ratios(r["timing"]) for r, n in zip(runs, names, strict=True)},
+        bandit_by_seed=_bandits(runs),
+        merged_from=list(names),
+        wall_s_by_run={n: r.get("wall_s") for r, n in zip(runs, names, strict=True)},
+    )
+    if len(seeds) > 1:
+        merged["across_seeds"] = seed_summary(returns, merged["agents"])
+    return merged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onestep-rl bench-merge", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument("runs", nargs="+", type=Path, help="bench output folders (or results.json)")
+    p.add_argument("--output", type=Path, required=True, help="folder for results.json, report")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Merge the runs; write ``results.json`` and ``report.md`` under ``--output``."""
+    from onestep.rl.bench import report
+
+    args = build_parser().parse_args(argv)
+    try:
+        runs = [load_run(folder) for folder in args.runs]
+        merged = merge_results(runs, [str(folder) for folder in args.runs])
+    except ValueError as err:
+        raise SystemExit(f"onestep-rl bench-merge: {err}") from None
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(merged, indent=2, default=str))
+    md = report(merged)
+    (args.output / "report.md").write_text(md)
+    print(md)
+    return 0
