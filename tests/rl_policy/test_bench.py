@@ -50,7 +50,7 @@ def test_report_has_every_table_and_ratio():
     assert "Action latency DQL ÷ OFQL: **10.0×**" in md
     assert "Training-iteration time DQL ÷ OFQL: **2.40×**" in md
     assert "goal OFQL ≥ DQL: met" in md
-    assert "| ofql | 0.25 | 0.25 | 0.25 | 0.25 | True |" in md
+    assert "| ofql | 0.250 | 0.250 | 0.250 | 0.250 | True |" in md
     assert "at iterations 5, 10" in md and "| hopper-replay | 5: 10.0, 10: 10.0 |" in md
 
 

@@ -49,7 +49,7 @@ def _run(seed: int, rets: dict, act_dql: float = 1.0, dataset: str = "hopper-rep
         },
         "bandit": {
             "modes": ["a", "b"],
-            "coverage": {"ofql": {"fractions": [0.5, 0.01 * seed], "all_covered": seed > 5}},
+            "coverage": {"ofql": {"fractions": [0.5, 0.0094 * seed], "all_covered": seed > 5}},
         },
         "wall_s": 100.0 + seed,
     }
@@ -75,8 +75,8 @@ def test_merge_labels_rows_by_seed_and_recomputes_the_summary():
     assert "seeds 5, 6 (each with its own collected data)" in md
     assert "| hopper-replay | 5, 6 | 20.0 ± 14.1 |" in md
     assert "Merged from 2 runs" in md and "a: 8.0× / 2.00×" in md and "b: 12.0×" in md
-    assert "| ofql (seed 5) | 0.50 | 0.05 | False |" in md
-    assert "| ofql (seed 6) | 0.50 | 0.06 | True |" in md
+    assert "| ofql (seed 5) | 0.500 | 0.047 | False |" in md
+    assert "| ofql (seed 6) | 0.500 | 0.056 | True |" in md
 
 
 def test_runs_on_other_datasets_join_in_dataset_order():

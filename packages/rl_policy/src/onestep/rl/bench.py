@@ -290,7 +290,7 @@ def report(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"### Speed (obs {t['obs_dim']}, action {t['act_dim']}, 3×256 networks, "
-        f"{t['threads']} threads, medians of interleaved rounds)",
+        f"{t['threads']} thread{'' if t['threads'] == 1 else 's'}, medians of interleaved rounds)",
         "",
         "| agent | action ms (batch 1) | training iteration ms (batch 256) |",
         "|---|---|---|",
@@ -336,7 +336,7 @@ def _bandit_lines(results: dict[str, Any]) -> list[str]:
     for seed, bandit in by_seed.items():
         for a, cov in bandit["coverage"].items():
             label = f"{a} (seed {seed})" if seed else a
-            cells = [f"{f:.2f}" for f in cov["fractions"]]
+            cells = [f"{f:.3f}" for f in cov["fractions"]]  # the 5% line needs the third digit
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {cov['all_covered']} |")
     return lines
 
