@@ -143,3 +143,6 @@ def test_cli_writes_the_report_and_names_a_bad_folder(tmp_path, capsys):
     (empty / "results.json").write_text(json.dumps({"agents": []}))
     assert main(["bench-merge", folders[0], str(empty), "--output", str(out)]) == 1
     assert "missing iterations, returns, timing" in capsys.readouterr().err
+    assert main(["bench-merge", *folders, "--output", folders[0]]) == 1
+    assert "would be overwritten" in capsys.readouterr().err
+    assert (tmp_path / "run0" / "results.json").read_text() == json.dumps(RUNS[0])

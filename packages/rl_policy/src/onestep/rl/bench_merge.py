@@ -142,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from onestep.rl.bench import report
 
     args = build_parser().parse_args(argv)
+    inputs = {(f if f.is_dir() else f.parent).resolve() for f in args.runs}
+    if args.output.resolve() in inputs:
+        raise SystemExit(
+            f"onestep-rl bench-merge: --output {args.output} is one of the runs and its "
+            "results.json would be overwritten; name a new folder"
+        )
     try:
         runs = [load_run(folder) for folder in args.runs]
         merged = merge_results(runs, [str(folder) for folder in args.runs])
