@@ -164,7 +164,13 @@ def test_act_is_deterministic_given_a_seeded_generator(name):
     assert torch.equal(torch.get_rng_state(), rng_state)  # the global RNG is left alone
     assert a1.shape == (4, ACT) and bool((a1.abs() <= 1).all())
     assert torch.equal(a1, a2) and not torch.equal(a1, a3)
-    assert agent.training  # act switches to eval mode and back
+    assert agent.training and agent.actor.training  # act switches to eval mode and back
+    modes: list[bool] = []
+    hook = agent.actor.register_forward_pre_hook(lambda m, _: modes.append(m.training))
+    agent.act(obs, torch.Generator().manual_seed(3))
+    hook.remove()
+    assert modes and not any(modes)  # the actor ran in eval mode
+    assert agent.actor.training
     bare = agent.act(obs, torch.Generator().manual_seed(3), num_candidates=1)
     assert torch.equal(bare, agent.act(obs, torch.Generator().manual_seed(3), num_candidates=1))
 
