@@ -90,6 +90,48 @@ def test_runs_on_other_datasets_join_in_dataset_order():
     assert set(merged["alpha_by_dataset"]) == {"hopper-replay", "halfcheetah-replay"}
 
 
+def _split(run: dict, agents: list[str]) -> dict:
+    """``run`` as if made with ``--agents`` ``agents`` (its rows and timings keep only those)."""
+    part = json.loads(json.dumps(run))
+    part["agents"] = agents
+    for row in part["returns"].values():
+        for a in AGENTS:
+            if a not in agents:
+                del row[a]
+    timing = part["timing"]
+    for kind in ("act_ms", "step_ms", "candidates"):
+        timing[kind] = {a: v for a, v in timing[kind].items() if a.split("_")[0] in agents}
+    return part
+
+
+def test_runs_of_different_agents_on_the_same_data_join_into_one_row():
+    parts = [_split(RUNS[0], ["ofql", "dql"]), _split(RUNS[0], ["fql"])]
+    parts += [_split(RUNS[1], ["fql"]), _split(RUNS[1], ["dql", "ofql"])]
+    parts[1]["timing"]["act_ms"]["fql"] = 0.3
+    merged = merge_results(parts, ["a6", "f6", "f5", "a5"])
+    whole = merge_results(json.loads(json.dumps(RUNS)), ["a", "b"])  # as read from files
+    assert merged["agents"] == AGENTS
+    assert merged["returns"] == whole["returns"]
+    assert merged["across_seeds"] == whole["across_seeds"]
+    assert merged["alpha_by_dataset"] == whole["alpha_by_dataset"]
+    assert merged["timing"]["act_ms"]["fql"] == pytest.approx(0.2)  # median of 0.3 and 0.1
+    assert merged["timing"]["act_ms"]["dql"] == pytest.approx(1.0)  # from a6 and a5 only
+    assert merged["timing"]["candidates"] == {"ofql": 1, "fql": 1, "dql": 50}
+    assert merged["timing_by_run"]["f6"] is None
+    assert "| fql | 0.200 |" in report(merged)
+
+
+def test_parts_of_a_row_trained_on_other_data_are_refused():
+    other = _split(RUNS[0], ["fql"])
+    other["returns"]["hopper-replay"]["behaviour_return"] = 6.0
+    with pytest.raises(ValueError, match="seed 6 was trained on different data in f6"):
+        merge_results([_split(RUNS[0], ["ofql", "dql"]), other], ["a6", "f6"])
+    clash = _split(RUNS[0], ["fql"])
+    clash["timing"]["candidates"]["fql"] = 5
+    with pytest.raises(ValueError, match="fql's candidates: 1 vs 5"):
+        merge_results([RUNS[1], clash, _split(RUNS[0], ["ofql", "dql"])], ["x", "f6", "a6"])
+
+
 def _changed(key: str, value) -> dict:
     run = json.loads(json.dumps(_run(7, {"ofql": 1.0, "fql": 1.0, "dql": 1.0})))
     run[key] = value
@@ -101,8 +143,8 @@ def _changed(key: str, value) -> dict:
     [
         ([RUNS[0]], "at least two"),
         ([RUNS[0], _changed("iterations", 20)], "differ in iterations: 20 vs 10"),
-        ([RUNS[0], _changed("agents", ["ofql", "dql"])], "differ in agents"),
-        ([RUNS[0], RUNS[0]], "hopper-replay seed 6 is in both"),
+        ([RUNS[0], _changed("agents", ["ofql", "dql"])], "seed 7 has no fql in any run"),
+        ([RUNS[0], RUNS[0]], "ofql on hopper-replay seed 6 is in both"),
         (
             [
                 RUNS[0],
@@ -111,7 +153,7 @@ def _changed(key: str, value) -> dict:
             "other alphas",
         ),
     ],
-    ids=["one-run", "iterations", "agents", "same-row", "alphas"],
+    ids=["one-run", "iterations", "missing-agent", "same-row", "alphas"],
 )
 def test_runs_that_do_not_belong_together_are_refused(runs, message):
     with pytest.raises(ValueError, match=message):

@@ -5,10 +5,14 @@
     onestep-rl bench-merge runs/bench/rl-s5 runs/bench/rl-s6 --output runs/bench/rl-s5-6
 
 A bench run is one process; seeds are independent (each collects its own data and trains every
-agent on it), so they can run side by side on several cores or machines and be joined after.
-The merge refuses runs whose settings differ (agents, iterations, episodes, evaluation points,
-action selection, each dataset's alphas) or that share a ``(dataset, seed)`` row, so the joined
-table is what one ``--seeds`` run with the same settings would have written. Rows are labelled
+agent on it), and so are the agents of one seed (each trains alone on that seed's data), so
+runs can go side by side on several cores or machines and be joined after: one per seed, or
+one per agent on a shared ``--data`` folder (``--agents fql`` beside ``--agents ofql,dql``).
+The merge refuses runs whose settings differ (iterations, episodes, evaluation points, action
+selection, an agent's alpha on a dataset), an agent on a ``(dataset, seed)`` row twice, a row
+whose parts were trained on different data (behaviour returns differ), and a merged row that
+lacks one of the agents, so the joined table is what one ``--seeds`` run with the same
+settings would have written. Rows are labelled
 ``"{dataset} s{seed}"``, the across-seed summary (:mod:`onestep.rl.bench_seeds`) is recomputed;
 timings are the median of the runs' medians (each run's own DQL ÷ OFQL ratios are listed, as runs
 side by side share the cores), and each run's bandit coverage is kept under its seed.
@@ -28,8 +32,8 @@ from onestep.rl.bench_seeds import run_label, seed_summary
 __all__ = ["load_run", "main", "merge_results"]
 
 #: Settings that must agree for rows of different runs to sit in one table.
-SAME_SETTINGS = ("agents", "iterations", "episodes", "eval_iterations", "candidates")
-TIMING_SHAPE = ("obs_dim", "act_dim", "threads", "candidates")
+SAME_SETTINGS = ("iterations", "episodes", "eval_iterations", "candidates")
+TIMING_SHAPE = ("obs_dim", "act_dim", "threads")
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -53,10 +57,21 @@ def _median_timing(timings: list[dict[str, Any]]) -> dict[str, Any]:
         for key in TIMING_SHAPE:
             if t.get(key) != first.get(key):
                 raise ValueError(f"timings differ in {key}: {first.get(key)} vs {t.get(key)}")
-    merged = {k: first[k] for k in TIMING_SHAPE if k in first}
+    merged: dict[str, Any] = {k: first[k] for k in TIMING_SHAPE if k in first}
+    candidates: dict[str, Any] = {}
+    for t in timings:
+        for name, n in (t.get("candidates") or {}).items():
+            if candidates.setdefault(name, n) != n:
+                raise ValueError(
+                    f"timings differ in {name}'s candidates: {candidates[name]} vs {n}"
+                )
+    if candidates:
+        merged["candidates"] = candidates
     for kind in ("act_ms", "step_ms"):
-        names = [n for n in first[kind] if all(n in t[kind] for t in timings)]
-        merged[kind] = {n: statistics.median(t[kind][n] for t in timings) for n in names}
+        names = list(dict.fromkeys(n for t in timings for n in t[kind]))
+        merged[kind] = {
+            n: statistics.median(t[kind][n] for t in timings if n in t[kind]) for n in names
+        }
     return merged
 
 
@@ -76,12 +91,71 @@ def _bandits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
 
 
+def _agent_union(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Every run's agents, in the bench's order (OFQL, FQL, DQL), others after."""
+    from onestep.rl.bench import AGENT_NAMES
+
+    found = list(dict.fromkeys(a for run in runs for a in run["agents"]))
+    order = {a: i for i, a in enumerate(AGENT_NAMES)}
+    return sorted(found, key=lambda a: order.get(a, len(order) + found.index(a)))
+
+
+def _merged_alphas(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Each dataset's alpha per agent; refuses an agent trained with two alphas on a dataset."""
+    alphas: dict[str, dict[str, Any]] = {}
+    for run, name in zip(runs, names, strict=True):
+        for dataset, chosen in (run.get("alpha_by_dataset") or {}).items():
+            known = alphas.setdefault(dataset, {})
+            for agent, alpha in chosen.items():
+                if known.setdefault(agent, alpha) != alpha:
+                    raise ValueError(
+                        f"{name} trains {agent} on {dataset} with other alphas than another run "
+                        f"({alpha} vs {known[agent]})"
+                    )
+    return alphas
+
+
+def _joined_rows(
+    runs: Sequence[dict[str, Any]], names: Sequence[str], agents: Sequence[str]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """``(dataset, seed) -> row`` with every agent's entry, from whichever run trained it."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    owners: dict[tuple[str, int, str], str] = {}  # (dataset, seed, agent) -> run
+    for run, name in zip(runs, names, strict=True):
+        for row in run["returns"].values():
+            key = (row["dataset"], row["seed"])
+            joined = rows.setdefault(key, {k: v for k, v in row.items() if k not in agents})
+            if joined["behaviour_return"] != row["behaviour_return"]:
+                raise ValueError(
+                    f"{row['dataset']} seed {row['seed']} was trained on different data in "
+                    f"{name} and another run (behaviour return {row['behaviour_return']} vs "
+                    f"{joined['behaviour_return']}): give them the same --data folder"
+                )
+            for agent in run["agents"]:
+                if (*key, agent) in owners:
+                    raise ValueError(
+                        f"{agent} on {row['dataset']} seed {row['seed']} is in both "
+                        f"{owners[(*key, agent)]} and {name}"
+                    )
+                owners[(*key, agent)] = name
+                joined[agent] = row[agent]
+    for (dataset, seed), row in rows.items():
+        missing = [a for a in agents if a not in row]
+        if missing:
+            raise ValueError(
+                f"{dataset} seed {seed} has no {', '.join(missing)} in any run: every row of "
+                f"the merged table needs every agent ({', '.join(agents)})"
+            )
+    return rows
+
+
 def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     """Join bench results (``names``: where each came from, for the report and errors).
 
     Raises:
-        ValueError: fewer than two runs, settings that differ, or a ``(dataset, seed)`` row
-            present in two runs.
+        ValueError: fewer than two runs, settings that differ, an agent's ``(dataset, seed)``
+            row in two runs, parts of a row trained on different data, or a merged row that
+            lacks an agent.
     """
     if len(runs) < 2:
         raise ValueError("give at least two bench runs to merge")
@@ -92,25 +166,16 @@ def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
                 raise ValueError(
                     f"{name} and {base_name} differ in {key}: {run.get(key)} vs {base.get(key)}"
                 )
-    alphas: dict[str, Any] = {}
-    rows: dict[tuple[str, int], tuple[dict[str, Any], str]] = {}
-    for run, name in zip(runs, names, strict=True):
-        for dataset, chosen in (run.get("alpha_by_dataset") or {}).items():
-            if alphas.setdefault(dataset, chosen) != chosen:
-                raise ValueError(f"{name} trains {dataset} with other alphas than another run")
-        for row in run["returns"].values():
-            key = (row["dataset"], row["seed"])
-            if key in rows:
-                raise ValueError(
-                    f"{row['dataset']} seed {row['seed']} is in both {rows[key][1]} and {name}"
-                )
-            rows[key] = (row, name)
+    agents = _agent_union(runs)
+    alphas = _merged_alphas(runs, names)
+    rows = _joined_rows(runs, names, agents)
     seeds = sorted({seed for _, seed in rows})
     datasets = list(dict.fromkeys(dataset for dataset, _ in rows))
     ordered = sorted(rows, key=lambda k: (datasets.index(k[0]), k[1]))
-    returns = {run_label(d, s, seeds): rows[(d, s)][0] for d, s in ordered}
+    returns = {run_label(d, s, seeds): rows[(d, s)] for d, s in ordered}
     merged: dict[str, Any] = {k: base.get(k) for k in SAME_SETTINGS}
     merged.update(
+        agents=agents,
         seed=seeds[0],
         seeds=seeds,
         alpha=base.get("alpha"),
