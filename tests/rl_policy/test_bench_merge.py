@@ -126,6 +126,10 @@ def test_parts_of_a_row_trained_on_other_data_are_refused():
     other["returns"]["hopper-replay"]["behaviour_return"] = 6.0
     with pytest.raises(ValueError, match="seed 6 was trained on different data in f6"):
         merge_results([_split(RUNS[0], ["ofql", "dql"]), other], ["a6", "f6"])
+    partial = _split(RUNS[0], ["fql"])
+    partial["agents"] = ["fql", "dql"]
+    with pytest.raises(ValueError, match="f6 lists dql but its hopper-replay seed 6 row has no"):
+        merge_results([RUNS[1], partial], ["x", "f6"])
     clash = _split(RUNS[0], ["fql"])
     clash["timing"]["candidates"]["fql"] = 5
     with pytest.raises(ValueError, match="fql's candidates: 1 vs 5"):

@@ -132,6 +132,11 @@ def _joined_rows(
                     f"{joined['behaviour_return']}): give them the same --data folder"
                 )
             for agent in run["agents"]:
+                if agent not in row:
+                    raise ValueError(
+                        f"{name} lists {agent} but its {row['dataset']} seed {row['seed']} row "
+                        "has no entry for it: the results file is incomplete, rerun that bench"
+                    )
                 if (*key, agent) in owners:
                     raise ValueError(
                         f"{agent} on {row['dataset']} seed {row['seed']} is in both "
