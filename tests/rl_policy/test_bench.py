@@ -321,3 +321,42 @@ def test_data_folder_is_reused_and_collected_into(tmp_path, monkeypatch):
     (path / "data").mkdir(parents=True)
     assert _collect(spec, shared, 3, progress=False) == path
     assert len(calls) == 1  # the second call found the collected data and collected nothing
+
+
+def test_a_run_without_bandit_or_timing_reports_what_it_skipped():
+    skipped = {**_results(dql_ms=1.0), "timing": None, "bandit": None}
+    md = report(skipped)
+    assert "### Speed: not measured in this run (`--no-timing`)" in md
+    assert "Action latency" not in md and "Bandit" not in md
+    assert "goal OFQL ≥ DQL: met" in md  # the returns' verdict stays
+
+
+def test_smoke_refuses_to_skip_what_it_gates_on(tmp_path, capsys):
+    from onestep.rl.cli import main
+
+    for flag in ("--no-bandit", "--no-timing"):
+        assert main(["bench", "--smoke", flag, "--output", str(tmp_path)]) == 2
+        assert "--smoke gates on the bandit and the timings" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_no_bandit_and_no_timing_skip_the_work(tmp_path, monkeypatch):
+    import argparse
+
+    import onestep.rl.bench_bandit as bandit_module
+    import onestep.rl.bench_timing as timing_module
+    from onestep.rl.bench import _bandit_and_timing
+
+    def refuse(*a, **k):
+        raise AssertionError("skipped work ran")
+
+    monkeypatch.setattr(bandit_module, "bandit_coverage_run", refuse)
+    monkeypatch.setattr(timing_module, "time_agents", refuse)
+    args = argparse.Namespace(no_bandit=True, no_timing=True, smoke=False, candidates=None)
+    assert _bandit_and_timing(args, ("ofql",), 0) == {"bandit": None, "timing": None}
+    monkeypatch.setattr(timing_module, "time_agents", lambda names, **k: {"names": names})
+    args.no_timing = False
+    assert _bandit_and_timing(args, ("ofql",), 0) == {
+        "bandit": None,
+        "timing": {"names": ("ofql",)},
+    }

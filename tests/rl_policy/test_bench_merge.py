@@ -192,3 +192,19 @@ def test_cli_writes_the_report_and_names_a_bad_folder(tmp_path, capsys):
     assert main(["bench-merge", *folders, "--output", folders[0]]) == 1
     assert "would be overwritten" in capsys.readouterr().err
     assert (tmp_path / "run0" / "results.json").read_text() == json.dumps(RUNS[0])
+
+
+def test_runs_made_without_timing_or_bandit_add_none():
+    parts = [_split(RUNS[0], ["ofql", "dql"]), _split(RUNS[0], ["fql"])]
+    parts[1]["timing"] = parts[1]["bandit"] = None  # the extra run: --no-timing --no-bandit
+    merged = merge_results(parts, ["a6", "f6"])
+    assert merged["timing"]["act_ms"] == {"ofql": 0.1, "dql": 0.8, "dql_chain": 0.5}
+    assert list(merged["timing_by_run"]) == ["a6"]
+    assert list(merged["bandit_by_seed"]) == ["6"]
+    md = report(merged)
+    assert "| fql | not timed | not timed |" in md and "| ofql | 0.100 |" in md
+    for part in parts:
+        part["timing"] = None
+    merged = merge_results(parts, ["a6", "f6"])
+    assert merged["timing"] is None and merged["timing_by_run"] == {}
+    assert "### Speed: not measured in this run (`--no-timing`)" in report(merged)

@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from onestep.rl.bench_alpha import alpha_phrase, parse_alpha, run_alphas
-from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary, seed_summary_lines
+from onestep.rl.bench_alpha import parse_alpha, run_alphas
+from onestep.rl.bench_report import LATENCY_GOAL, gates, report, verdict
+from onestep.rl.bench_seeds import parse_seeds, run_label, seed_summary
 
-__all__ = ["DATASETS", "DatasetSpec", "main"]
+__all__ = ["DATASETS", "LATENCY_GOAL", "DatasetSpec", "gates", "main", "report", "verdict"]
 
 AGENT_NAMES = ("ofql", "fql", "dql")
-LATENCY_GOAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
         "collects its own data and trains every agent; the report adds the across-seed means",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument(
+        "--no-bandit",
+        action="store_true",
+        help="skip the bandit (extra runs of a sweep: one run of it keeps the bandit)",
+    )
+    p.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="skip the latency and step-time measurement (extra runs of a sweep, as --no-bandit)",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -212,181 +221,6 @@ def _agent_settings(args: argparse.Namespace, alpha: float | None) -> dict[str, 
     return {**_act_settings(args), **({} if alpha is None else {"alpha": alpha})}
 
 
-def _selection_phrase(results: dict[str, Any]) -> str:
-    n = results.get("candidates")
-    if n is None:
-        return (
-            "Each agent acts with its own selection rule (DQL: 50 candidates, one drawn by "
-            "softmax of Q, as in its paper; OFQL and FQL: one sample)."
-        )
-    if n == 1:
-        return "Every agent acts with one sample (`--candidates 1`: no selection by Q)."
-    return (
-        f"Every agent acts with the same selection rule (`--candidates {n}`): {n} candidates, "
-        "one drawn by softmax of Q."
-    )
-
-
-def _seeds_phrase(results: dict[str, Any]) -> str:
-    seeds = results.get("seeds", [results["seed"]])
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    return f"seeds {', '.join(map(str, seeds))} (each with its own collected data)"
-
-
-def _fmt(mean: float | None, std: float | None) -> str:
-    return "n/a" if mean is None or std is None else f"{mean:.1f} ± {std:.1f}"
-
-
-def _alphas_by_dataset(results: dict[str, Any]) -> dict[str, Any]:
-    """Each dataset's alphas; results written before per-task alphas have one ``--alpha`` set."""
-    if results.get("alpha_by_dataset"):
-        return results["alpha_by_dataset"]
-    return {"all": run_alphas(results["agents"], results.get("alpha"), None)}
-
-
-def report(results: dict[str, Any]) -> str:
-    """The markdown report."""
-    agents = results["agents"]
-    lines = [
-        "# onestep-rl bench: OFQL, FQL and DQL on collected datasets",
-        "",
-        f"{results['iterations']} training iterations per agent (one critic and one actor "
-        f"update each), batch 256, {_seeds_phrase(results)}. Each agent is evaluated over "
-        f"{results['episodes']} seeded episodes (the same for every agent) at iterations "
-        f"{', '.join(map(str, results.get('eval_iterations', [results['iterations']])))}, "
-        "and the episodes are pooled (mean ± std over all of them). Normalised: "
-        "100 × (return − random) / (expert − random) with the reference named per dataset. "
-        + _selection_phrase(results)
-        + " "
-        + alpha_phrase(_alphas_by_dataset(results)),
-        "",
-        "| dataset | behaviour return | reference | " + " | ".join(agents) + " |",
-        "|---|---|---|" + "---|" * len(agents),
-    ]
-    for spec_name, row in results["returns"].items():
-        cells = [_fmt(row[a]["normalized_mean"], row[a]["normalized_std"]) for a in agents]
-        behaviour = row["behaviour_return"]
-        ref = row[agents[0]]["reference"] or "none"
-        shown = "n/a" if behaviour is None else f"{behaviour:.1f}"
-        lines.append(f"| {spec_name} | {shown} | {ref} | " + " | ".join(cells) + " |")
-    lines += ["", "Raw returns (mean ± std):", "", "| dataset | " + " | ".join(agents) + " |"]
-    lines.append("|---|" + "---|" * len(agents))
-    for spec_name, row in results["returns"].items():
-        cells = [_fmt(row[a]["mean_return"], row[a]["std_return"]) for a in agents]
-        lines.append(f"| {spec_name} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean return at each evaluated iteration:", ""]
-    lines += ["| dataset | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
-    for spec_name, row in results["returns"].items():
-        cells = [
-            ", ".join(
-                f"{it}: {ret:.1f}" for it, ret in row[a].get("returns_by_iteration", {}).items()
-            )
-            for a in agents
-        ]
-        lines.append(f"| {spec_name} | " + " | ".join(cells) + " |")
-    t = results["timing"]
-    act, step = t["act_ms"], t["step_ms"]
-    lines += [
-        "",
-        f"### Speed (obs {t['obs_dim']}, action {t['act_dim']}, 3×256 networks, "
-        f"{t['threads']} thread{'' if t['threads'] == 1 else 's'}, medians of interleaved rounds)",
-        "",
-        "| agent | action ms (batch 1) | training iteration ms (batch 256) |",
-        "|---|---|---|",
-    ]
-    for a in agents:
-        extra = f" ({t['candidates'][a]} candidates)" if t["candidates"][a] > 1 else ""
-        lines.append(f"| {a}{extra} | {act[a]:.3f} | {step[a]:.1f} |")
-    if "dql_chain" in act:
-        lines.append(f"| dql (bare chain, 1 sample) | {act['dql_chain']:.3f} | |")
-    lines += _merged_timing_lines(results)
-    lines += ["", *verdict(results)]
-    if results.get("across_seeds"):
-        lines += ["", *seed_summary_lines(results["across_seeds"], agents)]
-    return "\n".join(lines + _bandit_lines(results)) + "\n"
-
-
-def _merged_timing_lines(results: dict[str, Any]) -> list[str]:
-    """For a merged report (``onestep-rl bench-merge``): where the timings came from."""
-    by_run = results.get("timing_by_run")
-    if not by_run:
-        return []
-    each = "; ".join(
-        f"{name}: {r['act']:.1f}× / {r['step']:.2f}×" for name, r in by_run.items() if r
-    )
-    return [
-        "",
-        f"Merged from {len(by_run)} runs: the times are the median of the runs' medians. Each "
-        f"run's DQL ÷ OFQL action / training-iteration time: {each}.",
-    ]
-
-
-def _bandit_lines(results: dict[str, Any]) -> list[str]:
-    """The bandit table: one row per agent, or per agent and seed for a merged report."""
-    by_seed = results.get("bandit_by_seed") or (
-        {"": results["bandit"]} if results.get("bandit") else {}
-    )
-    if not by_seed:
-        return []
-    modes = next(iter(by_seed.values()))["modes"]
-    lines = ["", "### Bandit (Diffusion-QL's 2-D toy): share of actions at each mode", ""]
-    lines += ["| agent | " + " | ".join(modes) + " | all covered |"]
-    lines += ["|---|" + "---|" * (len(modes) + 1)]
-    for seed, bandit in by_seed.items():
-        for a, cov in bandit["coverage"].items():
-            label = f"{a} (seed {seed})" if seed else a
-            cells = [f"{f:.3f}" for f in cov["fractions"]]  # the 5% line needs the third digit
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {cov['all_covered']} |")
-    return lines
-
-
-def verdict(results: dict[str, Any]) -> list[str]:
-    """Goal lines: OFQL ≥ DQL per dataset, latency and step-time ratios."""
-    lines = []
-    act, step = results["timing"]["act_ms"], results["timing"]["step_ms"]
-    if "ofql" in act and "dql" in act:
-        # The bare chain is one sample: set it against OFQL's time only where OFQL draws one too.
-        bare = (
-            f"; bare 5-step chain ÷ OFQL: {act['dql_chain'] / act['ofql']:.1f}×"
-            if results["timing"]["candidates"].get("ofql", 1) == 1
-            else ""
-        )
-        lines.append(
-            f"- Action latency DQL ÷ OFQL: **{act['dql'] / act['ofql']:.1f}×** (goal ≥ "
-            f"{LATENCY_GOAL:g}){bare}."
-        )
-        lines.append(
-            f"- Training-iteration time DQL ÷ OFQL: **{step['dql'] / step['ofql']:.2f}×**."
-        )
-    for spec_name, row in results["returns"].items():
-        if "ofql" in row and "dql" in row:
-            o, d = row["ofql"]["mean_return"], row["dql"]["mean_return"]
-            mark = "met" if o >= d else "not met"
-            lines.append(
-                f"- {spec_name}: OFQL {o:.1f} vs DQL {d:.1f} return (goal OFQL ≥ DQL: {mark})."
-            )
-    return lines
-
-
-def gates(results: dict[str, Any]) -> list[str]:
-    """Smoke-gate failures (empty: all pass)."""
-    failures = []
-    act = results["timing"]["act_ms"]
-    if act["dql"] / act["ofql"] < LATENCY_GOAL:
-        failures.append(
-            f"action latency DQL ÷ OFQL {act['dql'] / act['ofql']:.1f} < {LATENCY_GOAL}"
-        )
-    for a, cov in results.get("bandit", {}).get("coverage", {}).items():
-        if not cov["all_covered"]:
-            failures.append(f"{a} misses a bandit mode: {cov['fractions']}")
-    for spec_name, row in results["returns"].items():
-        for a in results["agents"]:
-            if not all(math.isfinite(r) for r in row[a]["returns"]):
-                failures.append(f"{a} on {spec_name}: non-finite return")
-    return failures
-
-
 def _select_specs(args: argparse.Namespace) -> tuple[DatasetSpec, ...]:
     """The datasets to run: ``--datasets`` by name, else the smoke or default set."""
     if not args.datasets:
@@ -404,16 +238,54 @@ def _select_specs(args: argparse.Namespace) -> tuple[DatasetSpec, ...]:
     return tuple(known[name] for name in wanted)
 
 
+def _checked_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[int], tuple[str, ...]]:
+    """The run's seeds and agents; sets ``args.alphas``; exits with a clear message on bad input."""
+    if args.candidates is not None and args.candidates < 1:
+        parser.error(f"--candidates must be >= 1, got {args.candidates}")
+    if args.smoke and (args.no_bandit or args.no_timing):
+        parser.error("--smoke gates on the bandit and the timings: drop --no-bandit/--no-timing")
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+    except ValueError as err:
+        raise SystemExit(f"onestep-rl bench: --seeds: {err}") from None
+    agents = tuple(a for a in args.agents.split(",") if a)
+    try:
+        args.alphas = parse_alpha(args.alpha, agents) if args.alpha is not None else None
+    except ValueError as err:
+        raise SystemExit(f"onestep-rl bench: --alpha: {err}") from None
+    return seeds, agents
+
+
+def _bandit_and_timing(
+    args: argparse.Namespace, agents: tuple[str, ...], seed: int
+) -> dict[str, Any]:
+    """The run's bandit coverage and timings; None for what ``--no-bandit/--no-timing`` skip."""
+    from onestep.rl.bench_bandit import bandit_coverage_run
+    from onestep.rl.bench_timing import time_agents
+
+    return {
+        "bandit": None
+        if args.no_bandit
+        else bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=seed),
+        "timing": None
+        if args.no_timing
+        else time_agents(
+            agents,
+            repeats=7 if args.smoke else 15,
+            settings={name: _act_settings(args) for name in agents},
+        ),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 if a smoke gate fails."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.candidates is not None and args.candidates < 1:
-        parser.error(f"--candidates must be >= 1, got {args.candidates}")
+    seeds, agents = _checked_args(parser, args)
     import torch
 
-    from onestep.rl.bench_bandit import bandit_coverage_run
-    from onestep.rl.bench_timing import time_agents
     from onestep.rl.scoring import late_iterations
 
     if args.threads:
@@ -428,15 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(
             f"onestep-rl bench: {err}; lower --eval-points or raise --iterations"
         ) from None
-    try:
-        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
-    except ValueError as err:
-        raise SystemExit(f"onestep-rl bench: --seeds: {err}") from None
-    agents = tuple(a for a in args.agents.split(",") if a)
-    try:
-        args.alphas = parse_alpha(args.alpha, agents) if args.alpha is not None else None
-    except ValueError as err:
-        raise SystemExit(f"onestep-rl bench: --alpha: {err}") from None
     specs = _select_specs(args)
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
@@ -453,12 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "alpha_by_dataset": {s.name: run_alphas(agents, args.alphas, s.config) for s in specs},
         "returns": {},
     }
-    results["bandit"] = bandit_coverage_run(("ofql", "dql"), smoke=args.smoke, seed=seeds[0])
-    results["timing"] = time_agents(
-        agents,
-        repeats=7 if args.smoke else 15,
-        settings={name: _act_settings(args) for name in agents},
-    )
+    results.update(_bandit_and_timing(args, agents, seeds[0]))
     from onestep.rl.data import load_dataset
 
     for spec in specs:

@@ -14,8 +14,9 @@ whose parts were trained on different data (behaviour returns differ), and a mer
 lacks one of the agents, so the joined table is what one ``--seeds`` run with the same
 settings would have written. Rows are labelled
 ``"{dataset} s{seed}"``, the across-seed summary (:mod:`onestep.rl.bench_seeds`) is recomputed;
-timings are the median of the runs' medians (each run's own DQL ÷ OFQL ratios are listed, as runs
-side by side share the cores), and each run's bandit coverage is kept under its seed.
+timings are the median of the runs' medians over the runs that timed (each run's own DQL ÷ OFQL
+ratios are listed, as runs side by side share the cores; runs made with ``--no-timing`` add
+none), and each run's bandit coverage is kept under its seed (``--no-bandit`` runs add none).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
                     f"{name} and {base_name} differ in {key}: {run.get(key)} vs {base.get(key)}"
                 )
     agents = _agent_union(runs)
+    timed = [r["timing"] for r in runs if r["timing"]]  # --no-timing runs have none
     alphas = _merged_alphas(runs, names)
     rows = _joined_rows(runs, names, agents)
     seeds = sorted({seed for _, seed in rows})
@@ -187,8 +189,10 @@ def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
         alpha_by_dataset=alphas,
         datasets=base.get("datasets"),
         returns=returns,
-        timing=_median_timing([r["timing"] for r in runs]),
-        timing_by_run={n: _run_ratios(r["timing"]) for r, n in zip(runs, names, strict=True)},
+        timing=_median_timing(timed) if timed else None,
+        timing_by_run={
+            n: _run_ratios(r["timing"]) for r, n in zip(runs, names, strict=True) if r["timing"]
+        },
         bandit_by_seed=_bandits(runs),
         merged_from=list(names),
         wall_s_by_run={n: r.get("wall_s") for r, n in zip(runs, names, strict=True)},
@@ -209,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Merge the runs; write ``results.json`` and ``report.md`` under ``--output``."""
-    from onestep.rl.bench import report
+    from onestep.rl.bench_report import report
 
     args = build_parser().parse_args(argv)
     inputs = {(f if f.is_dir() else f.parent).resolve() for f in args.runs}
