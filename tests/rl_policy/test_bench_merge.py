@@ -203,6 +203,12 @@ def test_runs_made_without_timing_or_bandit_add_none():
     assert list(merged["bandit_by_seed"]) == ["6"]
     md = report(merged)
     assert "| fql | not timed | not timed |" in md and "| ofql | 0.100 |" in md
+    assert "Merged from 2 runs, 1 of them timed (the others ran with `--no-timing`)" in md
+    assert "Each run's DQL ÷ OFQL action / training-iteration time: a6: 8.0×" in md
+    dql_apart = [_split(RUNS[0], ["ofql"]), _split(RUNS[0], ["dql", "fql"])]
+    dql_apart[1]["timing"] = None
+    md = report(merge_results(dql_apart, ["o6", "df6"]))
+    assert "No run timed both OFQL and DQL, so no ratio is measured side by side." in md
     for part in parts:
         part["timing"] = None
     merged = merge_results(parts, ["a6", "f6"])

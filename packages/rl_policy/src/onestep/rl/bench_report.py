@@ -130,14 +130,22 @@ def _merged_timing_lines(results: dict[str, Any]) -> list[str]:
     by_run = results.get("timing_by_run")
     if not by_run:
         return []
+    runs = len(results.get("merged_from") or by_run)
+    timed = (
+        f"Merged from {runs} runs"
+        if runs == len(by_run)
+        else f"Merged from {runs} runs, {len(by_run)} of them timed (the others ran with "
+        "`--no-timing`)"
+    )
     each = "; ".join(
         f"{name}: {r['act']:.1f}× / {r['step']:.2f}×" for name, r in by_run.items() if r
     )
-    return [
-        "",
-        f"Merged from {len(by_run)} runs: the times are the median of the runs' medians. Each "
-        f"run's DQL ÷ OFQL action / training-iteration time: {each}.",
-    ]
+    ratios = (
+        f"Each run's DQL ÷ OFQL action / training-iteration time: {each}."
+        if each
+        else "No run timed both OFQL and DQL, so no ratio is measured side by side."
+    )
+    return ["", f"{timed}: the times are the median of the runs' medians. {ratios}"]
 
 
 def _bandit_lines(results: dict[str, Any]) -> list[str]:
