@@ -360,3 +360,6 @@ def test_no_bandit_and_no_timing_skip_the_work(tmp_path, monkeypatch):
         "bandit": None,
         "timing": {"names": ("ofql",)},
     }
+    monkeypatch.setattr(bandit_module, "bandit_coverage_run", lambda agents, **k: k["seed"])
+    args.no_bandit = False
+    assert _bandit_and_timing(args, ("ofql",), 7)["bandit"] == 7  # the run's seed

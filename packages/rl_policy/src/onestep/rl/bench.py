@@ -4,6 +4,7 @@
     onestep-rl bench --output runs/bench/rl --smoke    # ~3 min on 2 cores; exits 1 if a gate fails
     onestep-rl bench --seeds 0-4 --datasets invertedpendulum-medium-expert  # 5 seeds, one run
     onestep-rl bench --alpha ofql=10,dql=3 --data runs/bench/rl/data   # one point of a sweep
+    onestep-rl bench --alpha ofql=3 --agents ofql --no-bandit --no-timing  # its extra points
     onestep-rl bench-merge runs/bench/rl-s5 runs/bench/rl-s6 --output runs/bench/rl-s5-6
                                                        # seeds run side by side, one report
 
@@ -136,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-bandit",
         action="store_true",
-        help="skip the bandit (extra runs of a sweep: one run of it keeps the bandit)",
+        help="skip the bandit coverage run (for the extra runs of a sweep; keep it in one)",
     )
     p.add_argument(
         "--no-timing",
         action="store_true",
-        help="skip the latency and step-time measurement (extra runs of a sweep, as --no-bandit)",
+        help="skip the latency and step-time measurement (for the extra runs of a sweep)",
     )
     p.add_argument("--no-progress", action="store_true")
     return p

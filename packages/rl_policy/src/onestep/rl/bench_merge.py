@@ -173,7 +173,7 @@ def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
                     f"{name} and {base_name} differ in {key}: {run.get(key)} vs {base.get(key)}"
                 )
     agents = _agent_union(runs)
-    timed = [r["timing"] for r in runs if r["timing"]]  # --no-timing runs have none
+    timed = [r["timing"] for r in runs if r.get("timing")]  # --no-timing runs have none
     alphas = _merged_alphas(runs, names)
     rows = _joined_rows(runs, names, agents)
     seeds = sorted({seed for _, seed in rows})
@@ -191,7 +191,7 @@ def merge_results(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[
         returns=returns,
         timing=_median_timing(timed) if timed else None,
         timing_by_run={
-            n: _run_ratios(r["timing"]) for r, n in zip(runs, names, strict=True) if r["timing"]
+            n: _run_ratios(r["timing"]) for r, n in zip(runs, names, strict=True) if r.get("timing")
         },
         bandit_by_seed=_bandits(runs),
         merged_from=list(names),
