@@ -276,11 +276,12 @@ def test_datasets_option_names_every_dataset_and_selects_by_name():
         assert spec.name in help_text.replace("- ", "-"), spec.name
     args = parser.parse_args([])
     assert tuple(s.name for s in _select_specs(args)) == DEFAULT_DATASETS
-    args = parser.parse_args(["--datasets", "halfcheetah-replay,hopper-medium"])
+    args = parser.parse_args(["--datasets", "halfcheetah-replay,hopper-medium,walker2d-replay"])
     picked = _select_specs(args)
     assert {s.name: s.env for s in picked} == {
         "halfcheetah-replay": "HalfCheetah-v5",
         "hopper-medium": "Hopper-v5",
+        "walker2d-replay": "Walker2d-v5",
     }
     # Their alpha was not swept to a config value (BENCHMARKS.md): each agent's default.
     assert all(s.config is None for s in picked)

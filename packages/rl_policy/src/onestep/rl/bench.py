@@ -68,6 +68,7 @@ DATASETS = (
     DatasetSpec("hopper-expert", "Hopper-v5", "expert", 50_000, 50_000),
     DatasetSpec("hopper-medium", "Hopper-v5", "medium", 50_000, 50_000),
     DatasetSpec("halfcheetah-replay", "HalfCheetah-v5", "replay", 50_000, 50_000),
+    DatasetSpec("walker2d-replay", "Walker2d-v5", "replay", 50_000, 50_000),
     DatasetSpec(
         "invertedpendulum-medium-expert",
         "InvertedPendulum-v5",
@@ -78,7 +79,8 @@ DATASETS = (
     ),
 )
 #: What a plain ``bench`` runs (each other dataset costs another 3 x iterations of CPU time, and
-#: halfcheetah-replay a 50k-step SAC run per seed first: name them with --datasets).
+#: halfcheetah-replay and walker2d-replay a 50k-step SAC run per seed first: name them with
+#: --datasets).
 DEFAULT_DATASETS = ("hopper-replay", "invertedpendulum-medium-expert")
 SMOKE_DATASETS = (DatasetSpec("invertedpendulum-random", "InvertedPendulum-v5", "random", 2000, 0),)
 
