@@ -232,6 +232,8 @@ def test_alpha_comes_from_flag_then_dataset_config_then_default():
     # configs/{ofql,dql}/hopper.yaml carry the Q weights swept on hopper-replay; fql's has none.
     assert (config_alpha("ofql", "hopper"), config_alpha("dql", "hopper")) == (10.0, 3.0)
     assert config_alpha("fql", "hopper") is None and config_alpha("ofql", "no-such") is None
+    assert (config_alpha("ofql", "walker2d"), config_alpha("dql", "walker2d")) == (100.0, 10.0)
+    assert config_alpha("fql", "walker2d") is None
     hopper = next(s for s in DATASETS if s.name == "hopper-replay")
     chosen = run_alphas(("ofql", "fql", "dql"), {"dql": 0.5}, hopper.config)
     assert {a: (c["value"], c["source"]) for a, c in chosen.items()} == {
@@ -283,8 +285,13 @@ def test_datasets_option_names_every_dataset_and_selects_by_name():
         "hopper-medium": "Hopper-v5",
         "walker2d-replay": "Walker2d-v5",
     }
-    # Their alpha was not swept to a config value (BENCHMARKS.md): each agent's default.
-    assert all(s.config is None for s in picked)
+    # Only walker2d-replay's alpha was swept to a config value (BENCHMARKS.md); the others
+    # train each agent at its default.
+    assert {s.name: s.config for s in picked} == {
+        "halfcheetah-replay": None,
+        "hopper-medium": None,
+        "walker2d-replay": "walker2d",
+    }
 
 
 def test_report_names_every_agents_alpha():

@@ -20,7 +20,7 @@ def _id(path: Path) -> str:
 
 def test_issue_6_configs_are_shipped():
     assert {_id(p) for p in CONFIGS} >= {
-        f"{a}/{s}" for a in ("ofql", "fql", "dql") for s in ("tiny", "hopper")
+        f"{a}/{s}" for a in ("ofql", "fql", "dql") for s in ("tiny", "hopper", "walker2d")
     }
 
 
@@ -33,12 +33,21 @@ def test_config_parses(config: Path, capsys):
     assert "model:\n  class_path: onestep.rl.agents." in printed
 
 
-@pytest.mark.parametrize(("agent", "alpha"), [("ofql", "10.0"), ("dql", "3.0")])
-def test_hopper_configs_carry_the_swept_q_weight(agent: str, alpha: str, capsys):
-    # BENCHMARKS.md: alpha swept per agent on hopper-replay (OFQL best at 10, DQL at 3).
+@pytest.mark.parametrize(
+    ("agent", "task", "alpha"),
+    [
+        ("ofql", "hopper", "10.0"),
+        ("dql", "hopper", "3.0"),
+        ("ofql", "walker2d", "100.0"),
+        ("dql", "walker2d", "10.0"),
+    ],
+)
+def test_task_configs_carry_the_swept_q_weight(agent: str, task: str, alpha: str, capsys):
+    # BENCHMARKS.md: alpha swept per agent on hopper-replay (OFQL best at 10, DQL at 3) and on
+    # walker2d-replay (OFQL best at 100, DQL at 10).
     with pytest.raises(SystemExit):
         run_rl_lightning(
-            ["fit", "--config", str(CONFIG_ROOT / agent / "hopper.yaml"), "--print_config"]
+            ["fit", "--config", str(CONFIG_ROOT / agent / f"{task}.yaml"), "--print_config"]
         )
     assert f"    alpha: {alpha}\n" in capsys.readouterr().out
 
