@@ -136,6 +136,26 @@ def test_parts_of_a_row_trained_on_other_data_are_refused():
         merge_results([RUNS[1], clash, _split(RUNS[0], ["ofql", "dql"])], ["x", "f6", "a6"])
 
 
+def test_the_same_alpha_from_a_flag_and_from_a_config_merges():
+    # Seeds run before a config existed pass the picked alpha by hand; later seeds read it from
+    # the config: the agents train alike, so the runs join (the first run's source is named).
+    flagged = _run(5, {"ofql": 10.0, "fql": 20.0, "dql": 40.0})
+    flagged["alpha_by_dataset"] = {
+        "hopper-replay": run_alphas(AGENTS, {"ofql": 10.0, "dql": 3.0}, None)
+    }
+    from_config = _run(6, {"ofql": 30.0, "fql": 20.0, "dql": 10.0})
+    merged = merge_results([flagged, from_config], ["flag5", "config6"])
+    ofql = merged["alpha_by_dataset"]["hopper-replay"]["ofql"]
+    assert (ofql["value"], ofql["source"]) == (10.0, "--alpha")
+    assert merged["seeds"] == [5, 6]
+    other = _run(6, {"ofql": 30.0, "fql": 20.0, "dql": 10.0})
+    other["alpha_by_dataset"] = {
+        "hopper-replay": run_alphas(AGENTS, {"ofql": 3.0, "dql": 3.0}, None)
+    }
+    with pytest.raises(ValueError, match="config6 trains ofql on hopper-replay with other alphas"):
+        merge_results([flagged, other], ["flag5", "config6"])
+
+
 def _changed(key: str, value) -> dict:
     run = json.loads(json.dumps(_run(7, {"ofql": 1.0, "fql": 1.0, "dql": 1.0})))
     run[key] = value

@@ -102,13 +102,17 @@ def _agent_union(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _merged_alphas(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
-    """Each dataset's alpha per agent; refuses an agent trained with two alphas on a dataset."""
+    """Each dataset's alpha per agent; refuses an agent trained with two alphas on a dataset.
+
+    Only the value must agree: the same alpha passed as ``--alpha`` in one run and read from the
+    dataset's config in another trains the same agent, and the first run's source is kept.
+    """
     alphas: dict[str, dict[str, Any]] = {}
     for run, name in zip(runs, names, strict=True):
         for dataset, chosen in (run.get("alpha_by_dataset") or {}).items():
             known = alphas.setdefault(dataset, {})
             for agent, alpha in chosen.items():
-                if known.setdefault(agent, alpha) != alpha:
+                if known.setdefault(agent, alpha)["value"] != alpha["value"]:
                     raise ValueError(
                         f"{name} trains {agent} on {dataset} with other alphas than another run "
                         f"({alpha} vs {known[agent]})"
