@@ -234,6 +234,7 @@ def test_alpha_comes_from_flag_then_dataset_config_then_default():
     assert config_alpha("fql", "hopper") is None and config_alpha("ofql", "no-such") is None
     assert (config_alpha("ofql", "walker2d"), config_alpha("dql", "walker2d")) == (100.0, 10.0)
     assert config_alpha("fql", "walker2d") is None
+    assert (config_alpha("ofql", "reacher"), config_alpha("dql", "reacher")) == (10.0, 10.0)
     hopper = next(s for s in DATASETS if s.name == "hopper-replay")
     chosen = run_alphas(("ofql", "fql", "dql"), {"dql": 0.5}, hopper.config)
     assert {a: (c["value"], c["source"]) for a, c in chosen.items()} == {
@@ -278,19 +279,22 @@ def test_datasets_option_names_every_dataset_and_selects_by_name():
         assert spec.name in help_text.replace("- ", "-"), spec.name
     args = parser.parse_args([])
     assert tuple(s.name for s in _select_specs(args)) == DEFAULT_DATASETS
-    args = parser.parse_args(["--datasets", "halfcheetah-replay,hopper-medium,walker2d-replay"])
+    names = "halfcheetah-replay,hopper-medium,walker2d-replay,reacher-replay"
+    args = parser.parse_args(["--datasets", names])
     picked = _select_specs(args)
     assert {s.name: s.env for s in picked} == {
         "halfcheetah-replay": "HalfCheetah-v5",
         "hopper-medium": "Hopper-v5",
         "walker2d-replay": "Walker2d-v5",
+        "reacher-replay": "Reacher-v5",
     }
-    # Only walker2d-replay's alpha was swept to a config value (BENCHMARKS.md); the others
-    # train each agent at its default.
+    # Only walker2d-replay's and reacher-replay's alphas were swept to config values
+    # (BENCHMARKS.md); the others train each agent at its default.
     assert {s.name: s.config for s in picked} == {
         "halfcheetah-replay": None,
         "hopper-medium": None,
         "walker2d-replay": "walker2d",
+        "reacher-replay": "reacher",
     }
 
 

@@ -19,9 +19,8 @@ def _id(path: Path) -> str:
 
 
 def test_issue_6_configs_are_shipped():
-    assert {_id(p) for p in CONFIGS} >= {
-        f"{a}/{s}" for a in ("ofql", "fql", "dql") for s in ("tiny", "hopper", "walker2d")
-    }
+    tasks = ("tiny", "hopper", "walker2d", "reacher")
+    assert {_id(p) for p in CONFIGS} >= {f"{a}/{s}" for a in ("ofql", "fql", "dql") for s in tasks}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[_id(p) for p in CONFIGS])
@@ -40,11 +39,13 @@ def test_config_parses(config: Path, capsys):
         ("dql", "hopper", "3.0"),
         ("ofql", "walker2d", "100.0"),
         ("dql", "walker2d", "10.0"),
+        ("ofql", "reacher", "10.0"),
+        ("dql", "reacher", "10.0"),
     ],
 )
 def test_task_configs_carry_the_swept_q_weight(agent: str, task: str, alpha: str, capsys):
     # BENCHMARKS.md: alpha swept per agent on hopper-replay (OFQL best at 10, DQL at 3) and on
-    # walker2d-replay (OFQL best at 100, DQL at 10).
+    # walker2d-replay (OFQL best at 100, DQL at 10) and on reacher-replay (both best at 10).
     with pytest.raises(SystemExit):
         run_rl_lightning(
             ["fit", "--config", str(CONFIG_ROOT / agent / f"{task}.yaml"), "--print_config"]
@@ -63,3 +64,22 @@ def test_tiny_config_fits_and_moves_the_actor(config: Path, tmp_path, monkeypatc
     actions = agent.act(torch.zeros(16, 2), generator=torch.Generator().manual_seed(0))
     assert actions.shape == (16, 2) and bool(actions.abs().le(1).all())
     assert main(["fit", "--config", str(config), "--trainer.max_steps=2"]) == 0
+
+
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "reacher"])
+@pytest.mark.parametrize("agent", ["ofql", "fql", "dql"])
+def test_task_config_dims_match_its_environment(agent: str, task: str):
+    import yaml
+
+    from onestep.rl.envs import make_env
+
+    config = yaml.safe_load((CONFIG_ROOT / agent / f"{task}.yaml").read_text())
+    env_id = config["trainer"]["callbacks"][0]["init_args"]["env_id"]
+    dims = config["model"]["init_args"]
+    env = make_env(env_id)
+    try:
+        assert dims["obs_dim"] == env.observation_space.shape[0]
+        assert dims["act_dim"] == env.action_space.shape[0]
+    finally:
+        env.close()
+    assert task in config["data"]["init_args"]["path"]

@@ -45,6 +45,7 @@ SUPPORTED_ENVS = (
     "HalfCheetah-v5",
     "Walker2d-v5",
     "Ant-v5",
+    "Reacher-v5",
     "InvertedPendulum-v5",
     "Pendulum-v1",
     "MountainCarContinuous-v0",
