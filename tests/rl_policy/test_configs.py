@@ -78,8 +78,8 @@ def test_task_config_dims_match_its_environment(agent: str, task: str):
     dims = config["model"]["init_args"]
     env = make_env(env_id)
     try:
-        assert dims["obs_dim"] == env.observation_space.shape[0]
-        assert dims["act_dim"] == env.action_space.shape[0]
+        assert (dims["obs_dim"],) == env.observation_space.shape
+        assert (dims["act_dim"],) == env.action_space.shape
     finally:
         env.close()
     assert task in config["data"]["init_args"]["path"]
