@@ -152,8 +152,14 @@ def test_the_same_alpha_from_a_flag_and_from_a_config_merges():
     other["alpha_by_dataset"] = {
         "hopper-replay": run_alphas(AGENTS, {"ofql": 3.0, "dql": 3.0}, None)
     }
-    with pytest.raises(ValueError, match="config6 trains ofql on hopper-replay with other alphas"):
+    with pytest.raises(
+        ValueError, match="config6 trains ofql on hopper-replay with other alphas"
+    ) as err:
         merge_results([flagged, other], ["flag5", "config6"])
+    # The message names both values and what to do instead.
+    assert "(3 from --alpha vs 10 from --alpha); merge the runs of each alpha separately" in str(
+        err.value
+    )
 
 
 def _changed(key: str, value) -> dict:

@@ -115,7 +115,8 @@ def _merged_alphas(runs: Sequence[dict[str, Any]], names: Sequence[str]) -> dict
                 if known.setdefault(agent, alpha)["value"] != alpha["value"]:
                     raise ValueError(
                         f"{name} trains {agent} on {dataset} with other alphas than another run "
-                        f"({alpha} vs {known[agent]})"
+                        f"({alpha['value']:g} from {alpha['source']} vs {known[agent]['value']:g} "
+                        f"from {known[agent]['source']}); merge the runs of each alpha separately"
                     )
     return alphas
 
